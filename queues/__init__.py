@@ -1,0 +1,1 @@
+"""Per-organisation YARN queues and Spark resource profiles."""

@@ -1,0 +1,145 @@
+"""``peach-scheduler``: a thin shell over the library. Exit codes live here and nowhere else."""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from scheduler.definitions import Definitions, load_definitions
+from scheduler.durations import format_duration
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_USAGE
+    code: int = args.handler(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peach-scheduler", description="Keeps every organisation's data-science tasks running."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a repository's task definitions (for task authors' CI)",
+        description="Check peach.yaml and peach.conf/*.yaml of a repository without running anything. "
+        "Prints one 'path:line: message' per problem. Exit 0 when clean, 1 on errors, 2 on usage errors.",
+    )
+    validate.add_argument(
+        "repo", nargs="?", default=".", metavar="REPO_DIR", help="repository root (default: .)"
+    )
+    validate.add_argument(
+        "--codops",
+        action="append",
+        metavar="CODE",
+        help="codops this repository may schedule into (repeatable; default: any)",
+    )
+    validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    validate.add_argument("--json", action="store_true", help="print machine-readable results")
+    validate.set_defaults(handler=_validate)
+
+    demo = commands.add_parser(
+        "demo",
+        help="create the sample organisation repository and show its tasks",
+        description="Creates a git repository with sample tasks under the workspace and validates it.",
+    )
+    demo.add_argument(
+        "--workspace", type=Path, default=Path("peach-workspace"), help="default: ./peach-workspace"
+    )
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    repo = Path(args.repo)
+    if not repo.is_dir():
+        print(f"peach-scheduler validate: {repo}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    result = load_definitions(repo, allowed_codops=args.codops)
+    failed = bool(result.errors) or (args.strict and bool(result.warnings))
+    if args.json:
+        print(json.dumps(_as_json(result, failed), indent=2))
+    else:
+        for problem in result.problems:
+            print(problem)
+        print(_summary(result))
+    return EXIT_ERRORS if failed else EXIT_OK
+
+
+def _as_json(result: Definitions, failed: bool) -> dict[str, object]:
+    return {
+        "ok": not failed,
+        "files": list(result.files),
+        "tasks": [
+            {
+                "codops": t.codops,
+                "task": t.name,
+                "file": t.file,
+                "line": t.line,
+                "notebook": t.definition.notebook,
+                "method": t.definition.method,
+                "executor": t.executor.value,
+                "loop": t.loop,
+                "enabled": t.definition.enabled,
+                "requirements": list(t.requirements),
+            }
+            for t in result.tasks
+        ],
+        "problems": [p.as_dict() for p in result.problems],
+    }
+
+
+def _summary(result: Definitions) -> str:
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    files = ", ".join(result.files) or "none"
+    return (
+        f"{count(len(result.errors), 'error')}, {count(len(result.warnings), 'warning')}; "
+        f"{count(len(result.tasks), 'task')} valid in {count(len(result.files), 'file')} ({files})"
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    repo = args.workspace / "sample-repo"
+    if not repo.exists():
+        _create_sample(repo)
+        print(f"created sample organisation repository {repo}")
+    result = load_definitions(repo, allowed_codops=["default"])
+    for problem in result.problems:
+        print(problem)
+    print(f"{'CODOPS':<10} {'TASK':<18} {'LOOP':<10} {'EXECUTOR':<9} {'TIMEOUT':<8} CODE")
+    for task in result.tasks:
+        timeout = format_duration(task.definition.timeout) if task.definition.timeout else "loop"
+        print(
+            f"{task.codops:<10} {task.name:<18} {task.loop:<10} {task.executor.value:<9} "
+            f"{timeout:<8} {task.code.origin}"
+        )
+    print(_summary(result))
+    return EXIT_ERRORS if result.errors else EXIT_OK
+
+
+def _create_sample(repo: Path) -> None:
+    sample = resources.files("scheduler") / "sample"
+    with resources.as_file(sample) as source:
+        shutil.copytree(source, repo)
+    git = ["git", "-c", "user.name=peach", "-c", "user.email=peach@localhost", "-C", str(repo)]
+    subprocess.run([*git, "init", "--quiet", "--initial-branch=master"], check=True)
+    subprocess.run([*git, "add", "--all"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "--message", "Sample tasks"], check=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""One root exception; specific subclasses also inherit the matching builtin.
+
+Exit codes exist only at the CLI boundary (scheduler.cli).
+"""
+
+
+class PeachError(Exception):
+    """Root of every error peach-scheduler raises on purpose."""
+
+
+class ConfigError(PeachError, ValueError):
+    """An operator or task setting is invalid."""
+
+
+class DurationError(ConfigError):
+    """A duration string could not be parsed."""
+
+
+class ExtractionError(PeachError, ValueError):
+    """Task code could not be extracted from a notebook or script.
+
+    ``cell`` is the 1-based notebook cell (None for a ``.py`` file); ``line`` is within the cell or file.
+    """
+
+    def __init__(
+        self, message: str, path: str = "", cell: int | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message, self.path, self.cell, self.line = message, path, cell, line
+
+    def __str__(self) -> str:
+        where = [self.path] if self.path else []
+        where += [f"cell {self.cell}"] if self.cell else []
+        where += [f"line {self.line}"] if self.line else []
+        return ": ".join([", ".join(where), self.message]) if where else self.message

@@ -1,0 +1,63 @@
+"""PEP 508 requirement strings: parsing, normalising, and finding conflicting pins."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One requirement as written, with where it came from (for messages)."""
+
+    requirement: Requirement
+    origin: str
+
+    @property
+    def name(self) -> str:
+        return canonicalize_name(self.requirement.name)
+
+
+def parse(text: str) -> Requirement:
+    """Parse one requirement; pip options (``-r``, ``--index-url``) and bad syntax raise ValueError."""
+    if text.strip().startswith("-"):
+        raise ValueError(
+            f"{text!r}: pip options are not allowed, only requirement strings like 'pandas==2.2.3'"
+        )
+    try:
+        return Requirement(text)
+    except InvalidRequirement as exc:
+        raise ValueError(f"{text!r} is not a valid requirement: {exc}") from None
+
+
+def normalise(requirement: Requirement) -> str:
+    """Canonical text: lowercase normalised name, sorted extras and specifiers."""
+    req = Requirement(str(requirement))
+    req.name = canonicalize_name(req.name)
+    return str(req)
+
+
+def _exact(requirement: Requirement) -> str | None:
+    for spec in requirement.specifier:
+        if spec.operator in ("==", "===") and "*" not in spec.version:
+            return spec.version
+    return None
+
+
+def conflict(new: Pin, existing: Iterable[Pin]) -> str | None:
+    """Why ``new`` cannot share one environment with ``existing``, or None.
+
+    Two exact pins of one package must agree, and an exact pin must satisfy every range given for the
+    same package. Ranges against ranges are left to the resolver (reported when the environment builds).
+    """
+    for old in existing:
+        if old.name != new.name or old.requirement.marker != new.requirement.marker:
+            continue
+        for pinned, other in ((_exact(new.requirement), old), (_exact(old.requirement), new)):
+            if pinned is not None and not other.requirement.specifier.contains(pinned, prereleases=True):
+                return (
+                    f"conflicting pins for {new.name}: {str(new.requirement)!r} ({new.origin}) "
+                    f"and {str(old.requirement)!r} ({old.origin})"
+                )
+    return None
