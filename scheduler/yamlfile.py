@@ -82,9 +82,9 @@ class _Builder:
     def value(self, node: yaml.Node, path: Path_) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise YamlError(
-                f"document expands to more than {MAX_NODES:,} values (alias bomb?)", node.start_mark.line + 1
-            )
+            # Report the top-level key being expanded: an aliased node's own mark points at its anchor.
+            line = self.lines.get(path[:1], node.start_mark.line + 1)
+            raise YamlError(f"document expands to more than {MAX_NODES:,} values (alias bomb?)", line)
         if len(path) > MAX_DEPTH:
             raise YamlError(f"nested more than {MAX_DEPTH} levels deep", node.start_mark.line + 1)
         self.lines.setdefault(path, node.start_mark.line + 1)
