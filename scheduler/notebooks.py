@@ -97,23 +97,27 @@ class Source:
 
     def _parse(self, cell: _Cell) -> None:
         cell.code = cell.raw
-        if cell.number is not None:
-            try:
-                cell.code, notes = _neutralise(cell.raw)
-            except ExtractionError as exc:
-                cell.error = ExtractionError(exc.message, self.path, cell.number, exc.line)
-                return
-            cell.notes = [Note(message, cell.number, line) for line, message in notes]
-            if cell.code is None:
-                return
+        error = self._try_parse(cell)
+        if error is None or cell.number is None:  # parsed, or a .py file: plain Python, nothing to neutralise
+            cell.error = error
+            return
         try:
-            cell.tree = ast.parse(cell.code, filename=self.chunk_name(cell.number))
+            cell.code, notes = _neutralise(cell.raw)
+        except ExtractionError as exc:
+            cell.error = ExtractionError(exc.message, self.path, cell.number, exc.line)
+            return
+        cell.notes = [Note(message, cell.number, line) for line, message in notes]
+        if cell.code is not None:
+            cell.error = self._try_parse(cell)
+
+    def _try_parse(self, cell: _Cell) -> ExtractionError | None:
+        try:
+            cell.tree = ast.parse(cell.code or "", filename=self.chunk_name(cell.number))
         except SyntaxError as exc:
-            cell.error = ExtractionError(f"syntax error: {exc.msg}", self.path, cell.number, exc.lineno)
+            return ExtractionError(f"syntax error: {exc.msg}", self.path, cell.number, exc.lineno)
         except (RecursionError, MemoryError, ValueError) as exc:
-            cell.error = ExtractionError(
-                f"cannot be parsed: {exc or type(exc).__name__}", self.path, cell.number
-            )
+            return ExtractionError(f"cannot be parsed: {exc or type(exc).__name__}", self.path, cell.number)
+        return None
 
     def chunk_name(self, number: int | None) -> str:
         return f"{self.path}[cell {number}]" if number else self.path
@@ -200,9 +204,7 @@ def _cell_text(path: str, number: int, source: Any) -> str:
 
 
 def _neutralise(raw: str) -> tuple[str | None, list[tuple[int | None, str]]]:
-    """Replace IPython-only syntax with plain Python; return (code, or None if not Python; notes)."""
-    if _is_python(raw):
-        return raw, []
+    """Neutralise IPython syntax in a cell that does not parse: (code, or None if not Python; notes)."""
     lines = raw.splitlines()
     notes: list[tuple[int | None, str]] = []
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
