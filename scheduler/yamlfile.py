@@ -18,6 +18,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 Path_ = tuple[str | int, ...]
 
@@ -90,6 +91,8 @@ class _Builder:
         if len(path) > MAX_DEPTH:
             raise YamlError(f"nested more than {MAX_DEPTH} levels deep", node.start_mark.line + 1)
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_TAGS:
+            raise YamlError(f"unsupported YAML tag {node.tag!r}", node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
