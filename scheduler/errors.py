@@ -33,3 +33,11 @@ class ExtractionError(PeachError, ValueError):
         where += [f"cell {self.cell}"] if self.cell else []
         where += [f"line {self.line}"] if self.line else []
         return ": ".join([", ".join(where), self.message]) if where else self.message
+
+
+class SyncError(PeachError, RuntimeError):
+    """A repository could not be brought to its remote branch head (unreachable, branch gone, refused)."""
+
+
+class SyncTimeoutError(SyncError, TimeoutError):
+    """A git operation on a repository took longer than its limit and was killed."""
