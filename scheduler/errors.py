@@ -33,3 +33,18 @@ class ExtractionError(PeachError, ValueError):
         where += [f"cell {self.cell}"] if self.cell else []
         where += [f"line {self.line}"] if self.line else []
         return ": ".join([", ".join(where), self.message]) if where else self.message
+
+
+class EnvironmentBuildError(PeachError, RuntimeError):
+    """A task's Python environment could not be built (or is waiting out its backoff after a failure).
+
+    ``details`` holds the builder's full output; ``retry_at`` the wall-clock time of the next attempt.
+    """
+
+    def __init__(self, message: str, details: str = "", retry_at: float | None = None) -> None:
+        super().__init__(message)
+        self.message, self.details, self.retry_at = message, details, retry_at
+
+
+class ExecutionError(PeachError, RuntimeError):
+    """A run could not be started or supervised (not a task failure: those are outcomes)."""
