@@ -71,20 +71,13 @@ class CappedLog:
         self._head_open = True
         self._tail: deque[bytes] = deque()
         self._tail_len = 0
-        self._dropped = 0  # bytes that fell off the front of the tail
         self._dirty = False
         self._last_flush = clock()
         self._line_start = True
         self._recent = b""
         self.total = 0  # every stamped byte ever written, kept or not
-
-    @property
-    def dropped(self) -> int:
-        return self._dropped + max(0, self._tail_len - self.limits.tail_bytes)
-
-    @property
-    def stored(self) -> int:
-        return self.total - self.dropped
+        self.stored = 0  # bytes in the file (as of the last write or flush)
+        self.dropped = 0  # bytes of output left out of the file (as of the last flush)
 
     def output(self, data: bytes) -> None:
         """Append raw output of the run (any chunking; lines may span calls)."""
@@ -121,6 +114,7 @@ class CappedLog:
             if len(data) <= room:
                 self._file.write(data)
                 self._head += len(data)
+                self.stored = self._head
                 self._file.flush()
                 return
             cut = data.rfind(b"\n", max(0, room - 4096), room) + 1 or room
@@ -131,7 +125,6 @@ class CappedLog:
         self._tail.append(data)
         self._tail_len += len(data)
         while self._tail_len - len(self._tail[0]) >= self.limits.tail_bytes:
-            self._dropped += len(self._tail[0])
             self._tail_len -= len(self._tail.popleft())
         self._dirty = True
         self.flush_if_due()
@@ -150,7 +143,7 @@ class CappedLog:
         if excess > 0:
             newline = tail.find(b"\n", excess, excess + 4096)
             tail = tail[newline + 1 if newline >= 0 else excess :]
-        dropped = self.total - self._head - len(tail)
+        self.dropped = dropped = self.total - self._head - len(tail)
         self._file.seek(self._head)
         if dropped:
             self._file.write(
@@ -158,6 +151,7 @@ class CappedLog:
                 % (_stamp(self._wall()), dropped, self.limits.head_bytes, self.limits.tail_bytes)
             )
         self._file.write(tail)
+        self.stored = self._file.tell()
         self._file.truncate()
         self._file.flush()
         self._dirty = False
@@ -177,14 +171,14 @@ class LogPump(threading.Thread):
     def __init__(self, fd: int, sink: CappedLog, run_id: str) -> None:
         super().__init__(name=f"peach-log-{run_id}", daemon=True)
         self._fd, self._sink, self._run_id = fd, sink, run_id
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.lock = threading.Lock()  # held while writing, so notes from the supervisor never interleave
 
     def run(self) -> None:
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(self._fd, selectors.EVENT_READ)
-                while not self._stop.is_set():
+                while not self._halt.is_set():
                     if not selector.select(timeout=0.2):
                         with self.lock:
                             self._sink.flush_if_due()
@@ -201,6 +195,6 @@ class LogPump(threading.Thread):
         """Wait up to ``timeout`` for end of file, then stop reading; True when all output was read."""
         self.join(timeout)
         clean = not self.is_alive()
-        self._stop.set()
+        self._halt.set()
         self.join()
         return clean
