@@ -41,3 +41,16 @@ class SyncError(PeachError, RuntimeError):
 
 class SyncTimeoutError(SyncError, TimeoutError):
     """A git operation on a repository took longer than its limit and was killed."""
+class EnvironmentBuildError(PeachError, RuntimeError):
+    """A task's Python environment could not be built (or is waiting out its backoff after a failure).
+
+    ``details`` holds the builder's full output; ``retry_at`` the wall-clock time of the next attempt.
+    """
+
+    def __init__(self, message: str, details: str = "", retry_at: float | None = None) -> None:
+        super().__init__(message)
+        self.message, self.details, self.retry_at = message, details, retry_at
+
+
+class ExecutionError(PeachError, RuntimeError):
+    """A run could not be started or supervised (not a task failure: those are outcomes)."""
