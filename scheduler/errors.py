@@ -33,3 +33,19 @@ class ExtractionError(PeachError, ValueError):
         where += [f"cell {self.cell}"] if self.cell else []
         where += [f"line {self.line}"] if self.line else []
         return ": ".join([", ".join(where), self.message]) if where else self.message
+
+
+class StateError(PeachError, RuntimeError):
+    """The state store refused a change (e.g. finishing a run that is not running)."""
+
+
+class AlreadyRunning(StateError):
+    """The task already has a RUNNING run: never two concurrent runs of one task."""
+
+
+class RunNotFound(PeachError, LookupError):
+    """No run has this id."""
+
+
+class TaskNotFound(PeachError, LookupError):
+    """No (current) task has this codops and name."""
