@@ -54,3 +54,17 @@ class EnvironmentBuildError(PeachError, RuntimeError):
 
 class ExecutionError(PeachError, RuntimeError):
     """A run could not be started or supervised (not a task failure: those are outcomes)."""
+class StateError(PeachError, RuntimeError):
+    """The state store refused a change (e.g. finishing a run that is not running)."""
+
+
+class AlreadyRunning(StateError):
+    """The task already has a RUNNING run: never two concurrent runs of one task."""
+
+
+class RunNotFound(PeachError, LookupError):
+    """No run has this id."""
+
+
+class TaskNotFound(PeachError, LookupError):
+    """No (current) task has this codops and name."""
