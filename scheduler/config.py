@@ -110,6 +110,8 @@ class LoopSettings(_Model):
     timeout: Seconds = 3600.0  # per-organisation loops
     metadata_timeout: Seconds = 300.0  # the shared metadata loop
     pause: Seconds = 30.0  # minimum pause between two passes of a loop
+    metadata_parallel: int = Field(1, ge=1, le=64)  # metadata runs at once (organisations taken in turn)
+    drain: Seconds = 60.0  # on SIGTERM, how long running runs may finish before they are killed
 
     @property
     def limits(self) -> LoopLimits:

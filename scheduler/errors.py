@@ -41,6 +41,8 @@ class SyncError(PeachError, RuntimeError):
 
 class SyncTimeoutError(SyncError, TimeoutError):
     """A git operation on a repository took longer than its limit and was killed."""
+
+
 class EnvironmentBuildError(PeachError, RuntimeError):
     """A task's Python environment could not be built (or is waiting out its backoff after a failure).
 
@@ -54,6 +56,8 @@ class EnvironmentBuildError(PeachError, RuntimeError):
 
 class ExecutionError(PeachError, RuntimeError):
     """A run could not be started or supervised (not a task failure: those are outcomes)."""
+
+
 class StateError(PeachError, RuntimeError):
     """The state store refused a change (e.g. finishing a run that is not running)."""
 

@@ -47,7 +47,7 @@ class MetadataBoard:
 
 
 @dataclass
-class Organisation:
+class OrganisationSource:
     """One organisation's repositories, and its view of them after the last sync."""
 
     codops: str
@@ -129,13 +129,20 @@ class Loop(threading.Thread):
     def triggered(self) -> set[tuple[str, str]]:
         return {(t.codops, t.task) for t in self.runtime.store.take_triggers(self.loop_name)}
 
-    def run_due(self, organisation: Organisation, name: str, triggered: set[tuple[str, str]]) -> Run | None:
+    def run_due(
+        self, organisation: OrganisationSource, name: str, triggered: set[tuple[str, str]]
+    ) -> Run | None:
         """Run one task at the head of its branch if it still exists, is due, and the service goes on."""
         if self.runtime.stopping.is_set():
             return None
         found = organisation.fresh(name)
         if found is None:
-            log.info("loop %s: %s/%s is gone from the repository; not run", self.loop_name, organisation.codops, name)
+            log.info(
+                "loop %s: %s/%s is gone from the repository; not run",
+                self.loop_name,
+                organisation.codops,
+                name,
+            )
             return None
         task, version = found
         if task.loop != self.loop_name or not self.due(task, triggered):
@@ -148,7 +155,7 @@ class Loop(threading.Thread):
 class OrganisationLoop(Loop):
     """The loop of one organisation: its own tasks, one at a time, in name order."""
 
-    def __init__(self, organisation: Organisation, pause: float) -> None:
+    def __init__(self, organisation: OrganisationSource, pause: float) -> None:
         super().__init__(organisation.codops, organisation.runtime, pause)
         self.organisation = organisation
 
@@ -166,7 +173,12 @@ class MetadataLoop(Loop):
     """The shared loop of every organisation's metadata tasks, organisations taken in turn."""
 
     def __init__(
-        self, organisations: dict[str, Organisation], board: MetadataBoard, runtime: Runtime, pause: float, parallel: int = 1
+        self,
+        organisations: dict[str, OrganisationSource],
+        board: MetadataBoard,
+        runtime: Runtime,
+        pause: float,
+        parallel: int = 1,
     ) -> None:
         super().__init__(METADATA_LOOP, runtime, pause)
         self.organisations, self.board, self.parallel = organisations, board, max(1, parallel)
@@ -178,7 +190,7 @@ class MetadataLoop(Loop):
             runs = [self._one(codops, name, triggered) for codops, name in order]
         else:
             with ThreadPoolExecutor(self.parallel, thread_name_prefix="metadata") as pool:
-                runs = list(pool.map(lambda pair: self._one(*pair, triggered), order))
+                runs = list(pool.map(lambda pair: self._one(pair[0], pair[1], triggered), order))
         return [run for run in runs if run is not None]
 
     def _one(self, codops: str, name: str, triggered: set[tuple[str, str]]) -> Run | None:

@@ -14,11 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 from executors.base import Execution, Executor, Outcome, RunRequest, Status
 from scheduler.definitions import LoopLimits, Task
-
+from scheduler.errors import AlreadyRunning, PeachError
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus, RunTrigger
 from scheduler.records import Run
-from scheduler.errors import AlreadyRunning, PeachError
 from scheduler.state import Store
 from scheduler.taskspec import METADATA_LOOP
 
@@ -62,7 +61,9 @@ class Runtime:
         return min(task.definition.timeout or limit, limit)
 
 
-def execute(runtime: Runtime, task: Task, version: str | None, trigger: RunTrigger = RunTrigger.SCHEDULE) -> Run | None:
+def execute(
+    runtime: Runtime, task: Task, version: str | None, trigger: RunTrigger = RunTrigger.SCHEDULE
+) -> Run | None:
     """Run ``task`` once and return its closed record; None when the task already has a running run."""
     timeout = runtime.timeout_for(task)
     deadline = datetime.now(UTC) + timedelta(seconds=timeout)
