@@ -133,6 +133,10 @@ def test_broken_head_keeps_last_good_until_fixed(upstream: Upstream, daemon: str
     assert f"head {broken[:12]} is not used: peach.yaml define no valid task: peach.yaml:" in result.error
     assert checkout_head(result.path) == good
     assert "tasks:\n  alpha:" in (result.path / "peach.yaml").read_text()
+    again = sync.sync()
+    assert (again.commit, again.error, names(again)) == (good, result.error, ["alpha"])
+    visits = git("reflog", "--format=%H", "HEAD", cwd=result.path).split()
+    assert visits.count(broken) == 1, "a head known to be broken is not checked out again"
 
     fixed = upstream.commit(tasks_yaml("chrts", "alpha", "beta"))
     assert (sync.sync().commit, names(sync.sync())) == (fixed, ["alpha", "beta"])
