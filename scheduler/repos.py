@@ -93,10 +93,9 @@ class RepositorySync:
         self.path = workspace / "checkouts" / codops / checkout_name(repository)
         self.askpass_dir = workspace / "bin"
         self._lock = threading.Lock()
-        self._loaded: tuple[str, Definitions] | None = None  # the last commit loaded, and its definitions
-        self._known_broken: tuple[str, str] | None = (
-            None  # a head found broken, and why: not checked out again
-        )
+        # The last commit loaded with its definitions; a head found broken and why (not checked out again).
+        self._loaded: tuple[str, Definitions] | None = None
+        self._known_broken: tuple[str, str] | None = None
 
     def sync(self) -> SyncResult:
         started = time.monotonic()
