@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.config import Repository
-from scheduler.repos import LAST_GOOD, RepositorySync, SyncResult, sync_organisation
+from scheduler.config import Repository, load_config
+from scheduler.repos import LAST_GOOD, RepositorySync, SyncResult, repository_syncs, sync_organisation
 from tests.gitserver import Upstream, git, git_daemon, git_http, silent_server, tasks_yaml, wait_for
 
 SECRET = "pA55-w0rd-that-must-never-leak"
@@ -288,3 +288,27 @@ def test_wrong_or_missing_password_fails_fast_and_keeps_last_good(upstream: Upst
         unset = sync.sync()
         assert unset.commit == good
         assert unset.error is not None and "environment variable CHRTS_TOKEN" in unset.error
+
+
+def test_configured_organisations_sync_into_the_workspace(
+    upstream: Upstream, daemon: str, tmp_path: Path
+) -> None:
+    head = upstream.commit(tasks_yaml("chrts", "alpha"))
+    config_file = tmp_path / "peach.yaml"
+    config_file.write_text(
+        "workspace: ws\ngit: {timeout: 7s}\norganisations:\n"
+        f"  chrts:\n    repositories: [{{url: '{daemon}/tasks.git'}}]\n"
+        "  sesr:\n    repositories: [{url: upstream/srv/tasks.git}]\n"
+    )
+    syncs = repository_syncs(load_config(config_file, environ={}))
+    assert sorted(syncs) == ["chrts", "sesr"]
+    [chrts], [sesr] = syncs["chrts"], syncs["sesr"]
+    assert chrts.timeout == 7
+    assert chrts.path.parent == tmp_path / "ws" / "checkouts" / "chrts"
+    assert chrts.path.name.startswith("tasks-") and chrts.path.name != sesr.path.name
+    organisation = sync_organisation("chrts", syncs["chrts"])
+    assert ([t.key for t in organisation.tasks], organisation.problems) == (["chrts/alpha"], ())
+    assert organisation.sources["chrts/alpha"].commit == head
+    refused = sync_organisation("sesr", syncs["sesr"])
+    assert refused.tasks == ()
+    assert "may not schedule tasks for codops 'chrts' (allowed: sesr)" in refused.problems[0]
