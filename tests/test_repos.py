@@ -213,7 +213,7 @@ def test_hanging_server_times_out_and_blocks_no_one(
         finished[name] = time.monotonic()
 
     with silent_server() as port:
-        hanging = make_sync(tmp_path, f"{scheme}://127.0.0.1:{port}/tasks.git", timeout=1.5)
+        hanging = make_sync(tmp_path, f"{scheme}://127.0.0.1:{port}/tasks.git", timeout=3)
         started = time.monotonic()
         slow = threading.Thread(target=run, args=("hanging", hanging))
         slow.start()
@@ -226,8 +226,8 @@ def test_hanging_server_times_out_and_blocks_no_one(
     assert finished["healthy"] < finished["hanging"]
     assert results["hanging"].commit is None
     assert results["hanging"].error is not None
-    assert "did not finish within 1.5s and was killed" in results["hanging"].error
-    assert 1.5 <= finished["hanging"] - started < 10
+    assert "did not finish within 3s and was killed" in results["hanging"].error
+    assert 3 <= finished["hanging"] - started < 12
 
 
 def test_http_basic_auth_and_the_secret_leaks_nowhere(
