@@ -137,7 +137,7 @@ class YarnSettings(_Model):
     def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for url in value:
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-                raise ValueError(f"{url!r} is not an http(s) ResourceManager address")
+                raise ValueError(f"{redact_url(url)!r} is not an http(s) ResourceManager address")
         return tuple(url.rstrip("/") for url in value)
 
 
