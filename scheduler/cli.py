@@ -10,7 +10,9 @@ from importlib import resources
 from pathlib import Path
 
 from scheduler import commands as service_commands
+from scheduler.config import load_config
 from scheduler.definitions import Definitions, load_definitions
+from scheduler.errors import ConfigError
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -50,10 +52,49 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print machine-readable results")
     validate.set_defaults(handler=_validate)
 
+    config = commands.add_parser(
+        "config",
+        help="inspect the operator configuration",
+        description="Inspect the operator configuration (see the README's 'Operator configuration').",
+    )
+    config.set_defaults(handler=lambda _args: _usage(config))
+    config_commands = config.add_subparsers(title="commands", metavar="COMMAND")
+    show = config_commands.add_parser(
+        "show",
+        help="print the effective configuration, secrets masked",
+        description="Print the configuration after defaults, PEACH_* overrides and path resolution. "
+        "Passwords are masked. Exit 0, or 1 when the configuration is invalid.",
+    )
+    show.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="operator configuration file (default: $PEACH_CONFIG, else the embedded default)",
+    )
+    show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    show.set_defaults(handler=_config_show)
+
     service_commands.register(commands)
     for name, sub in commands.choices.items():
         sub.set_defaults(command_name=name)
     return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"peach-scheduler config: {exc}", file=sys.stderr)
+        return EXIT_ERRORS
+    print(
+        json.dumps(config.public(), indent=2) if args.json else config.show(), end="\n" if args.json else ""
+    )
+    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:

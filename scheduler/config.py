@@ -139,7 +139,7 @@ class YarnSettings(_Model):
     def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for url in value:
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-                raise ValueError(f"{url!r} is not an http(s) ResourceManager address")
+                raise ValueError(f"{redact_url(url)!r} is not an http(s) ResourceManager address")
         return tuple(url.rstrip("/") for url in value)
 
 
@@ -228,7 +228,7 @@ class Organisation(_Model):
 class Config(_Model):
     """The effective operator configuration. ``None`` values mean the documented default."""
 
-    workspace: Path = Path(DEFAULT_WORKSPACE)  # checkouts, environments, run logs
+    workspace: Path = Field(Path(DEFAULT_WORKSPACE), validate_default=True)  # checkouts, envs, run logs
     state_url: SecretStr | None = None  # None: sqlite:///<workspace>/state.db
     http: HttpSettings = HttpSettings()
     loops: LoopSettings = LoopSettings()
@@ -266,13 +266,17 @@ class Config(_Model):
 
     def show(self) -> str:
         """The effective configuration as YAML, secrets masked: what ``config show`` prints."""
+        return yaml.safe_dump(self.public(), sort_keys=False, default_flow_style=False)
+
+    def public(self) -> dict[str, Any]:
+        """The effective configuration as plain data with every secret masked."""
         data = self.model_dump(mode="json")
         data["state_url"] = redact_url(self.database_url)
         for section, key in (("loops", "timeout"), ("loops", "metadata_timeout"), ("loops", "pause")):
             data[section][key] = format_duration(data[section][key])
         data["git"]["timeout"] = format_duration(self.git.timeout)
         data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
-        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+        return data
 
 
 def redact_url(url: str) -> str:

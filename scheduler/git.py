@@ -40,7 +40,7 @@ case "$1" in
     *) printf '%s\\n' "$PEACH_GIT_PASSWORD" ;;
 esac
 """
-_AUTH_FAILED = ("Authentication failed", "could not read Username", "could not read Password", "403")
+_AUTH_FAILED = ("Authentication failed", "could not read Username", "could not read Password", "error: 403")
 
 
 def install_askpass(directory: Path) -> Path:
@@ -83,7 +83,10 @@ def run(
 
     ``secret``, when given, is masked in any message built from git's output.
     """
-    handle = repo.git.execute(["git", *args], as_process=True, env=env, start_new_session=True)
+    try:
+        handle = repo.git.execute(["git", *args], as_process=True, env=env, start_new_session=True)
+    except git.GitCommandNotFound as exc:
+        raise SyncError(f"cannot run git: {exc}") from None
     proc = cast("subprocess.Popen[bytes]", handle.proc)  # GitPython hands over the running process
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -93,7 +93,9 @@ class RepositorySync:
         self.path = workspace / "checkouts" / codops / checkout_name(repository)
         self.askpass_dir = workspace / "bin"
         self._lock = threading.Lock()
+        # The last commit loaded with its definitions; a head found broken and why (not checked out again).
         self._loaded: tuple[str, Definitions] | None = None
+        self._known_broken: tuple[str, str] | None = None
 
     def sync(self) -> SyncResult:
         started = time.monotonic()
@@ -112,17 +114,20 @@ class RepositorySync:
             return self._result(None, None, f"cannot prepare the checkout: {exc}", None)
         try:
             head, good = self._fetch(repo)
-        except (SyncError, ConfigError) as exc:
+        except (SyncError, ConfigError, OSError) as exc:
             try:
                 good = self._refs(repo).get(LAST_GOOD)
             except SyncError:
                 good = None
             return self._fall_back(repo, good, None, f"fetch failed: {exc}")
+        if self._known_broken and self._known_broken[0] == head and good:
+            return self._fall_back(repo, good, head, f"head {head[:12]} is not used: {self._known_broken[1]}")
         try:
             definitions = self._checkout(repo, head)
         except SyncError as exc:
             return self._fall_back(repo, good, head, f"cannot check out {head[:12]}: {exc}")
         broken = None if head == good else _broken(definitions)
+        self._known_broken = (head, broken) if broken else None
         if broken is None:
             if head != good:
                 self._remember_good(repo, head)
