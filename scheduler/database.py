@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,12 @@ def build_engine(url: str, *, pool_size: int = 10) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
-    if parsed.database and parsed.database != ":memory:":
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False}
+    if parsed.database in (None, "", ":memory:"):  # one shared connection, or each would see its own db
+        engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
+    else:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        parsed,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False},
-        pool_timeout=SQLITE_BUSY_TIMEOUT,
-    )
+        engine = create_engine(parsed, connect_args=connect_args, pool_timeout=SQLITE_BUSY_TIMEOUT)
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine

@@ -8,6 +8,7 @@ Label cardinality is kept to what one scheduler of thousands of tasks can afford
 the run counter and two gauges; the duration histogram is per codops, loop and executor.
 """
 
+import contextlib
 import re
 import threading
 import time
@@ -195,6 +196,12 @@ class Metrics:
             self.last_duration.labels(codops, task).set(run.duration_seconds)
         if run.status is RunStatus.SUCCEEDED and run.finished_at is not None:
             self.last_success.labels(codops, task).set(run.finished_at.timestamp())
+
+    def forget_task(self, codops: str, task: str) -> None:
+        """Drop a removed task's gauges (its run counts stay: they are history)."""
+        for gauge in (self.last_success, self.last_duration):
+            with contextlib.suppress(KeyError):
+                gauge.remove(label(codops), label(task))
 
     def loop_pass(self, loop: str, seconds: float) -> None:
         """A loop completed a pass that took ``seconds``."""

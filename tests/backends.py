@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -143,9 +144,13 @@ def prometheus_query(base: str, query: str) -> list[dict[str, Any]]:
 
 
 def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback test URL)
-        body: bytes = response.read()
-        return body
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback test URL)
+            body: bytes = response.read()
+            return body
+    except urllib.error.HTTPError as error:  # e.g. 503 while starting: close it, or its socket leaks
+        error.close()
+        raise RuntimeError(f"{url}: HTTP {error.code}") from None
 
 
 def _stop(process: subprocess.Popen[bytes], grace: float = 10) -> None:

@@ -134,6 +134,14 @@ def test_a_run_finished_after_a_restart_does_not_drive_running_negative(metrics:
     assert value(metrics, "peach_runs_total", status="LOST", **labels) == 1
 
 
+def test_a_removed_task_loses_its_gauges(metrics: Metrics) -> None:
+    metrics.run_finished(make_run(1, RunStatus.SUCCEEDED))
+    metrics.forget_task("chrts", "train")
+    metrics.forget_task("chrts", "never-seen")
+    names = {name for name, labels, _ in metrics.series() if labels.get("task") == "train"}
+    assert names == {"peach_runs_total", "peach_runs_created"}  # series() is the raw registry
+
+
 def test_registries_are_explicit() -> None:
     first, second = Metrics(), Metrics()  # no duplicate registration: nothing global
     first.env_cache_hit()

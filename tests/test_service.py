@@ -15,7 +15,7 @@ from scheduler.service import Service
 from tests.backends import create_database, drop_database, prometheus_query, prometheus_server, wait_for
 from tests.orgs import FAIL, QUICK, SLOW, commit, org_repo, tasks_files, write_config
 
-TOKEN = "s3cret-token-for-tests"  # noqa: S105
+TOKEN = "s3cret-token-for-tests"
 
 
 def service_for(tmp_path: Path, repos: dict[str, Path], **kwargs: Any) -> Service:

@@ -348,3 +348,20 @@ def test_postgresql_connections_are_reestablished(postgres_admin_url: str, clock
     assert store.finish_run(first, RunStatus.SUCCEEDED, "exited 0").status is RunStatus.SUCCEEDED
     store.close()
     drop_database(postgres_admin_url, name)
+
+
+def test_sqlite_settings(tmp_path: Path) -> None:
+    file_store = Store.from_url(default_url(tmp_path))
+    with file_store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    assert (tmp_path / "state.db").is_file()
+    file_store.close()
+    memory = Store.from_url("sqlite://")  # one shared connection: every thread sees the same database
+    run_id = start(memory)
+    seen: list[str] = []
+    thread = threading.Thread(target=lambda: seen.extend(run.id for run in memory.running_runs()))
+    thread.start()
+    thread.join(10)
+    assert seen == [run_id]
+    memory.close()
