@@ -105,10 +105,15 @@ def _install_error(requirements: Sequence[str], output: str) -> str:
         (i for i, line in enumerate(lines) if re.search(r"error|\N{MULTIPLICATION SIGN}", line, re.I)), 0
     )
     reason = " ".join(lines[first:]).removeprefix("error: ").removeprefix("ERROR: ")[:800]
-    text = output.lower()
-    named = [r for r in requirements if canonicalize_name(Requirement(r).name) in text]
+    named = [r for r in requirements if _mentions(output, Requirement(r).name)]
     which = ", ".join(repr(r) for r in (named or requirements))
     return f"could not install {which}: {reason or 'the installer failed without a message'}"
+
+
+def _mentions(text: str, name: str) -> bool:
+    """Whether ``text`` names the project ``name`` as a whole word (``foo`` is not in ``foo-bar``)."""
+    spellings = {name, canonicalize_name(name)}
+    return any(re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w-])", text, re.I) for n in spellings)
 
 
 class EnvironmentStore:
@@ -191,6 +196,7 @@ class EnvironmentStore:
             os.close(fd)
             return None
         (path / USED).touch()
+        os.utime(path / USED, (self._wall(), self._wall()))
         return Environment(key, path, reqs, lease=fd)
 
     # ---- building
@@ -213,6 +219,7 @@ class EnvironmentStore:
             }
             (staging / META).write_text(json.dumps(meta, indent=2))
             (staging / USED).touch()
+            os.utime(staging / USED, (self._wall(), self._wall()))
             self._dir("envs")
             os.rename(staging, self.path(key))
             if not self.uv:
