@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,17 @@ def find_uv() -> str | None:
         return shutil.which("uv")
 
 
+BUILDER_PASS_ENV = ("PATH", "HOME", "LANG", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy")
+BUILDER_PASS_PREFIXES = ("UV_", "PIP_", "LC_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+
+
+def builder_environment(source: Mapping[str, str]) -> dict[str, str]:
+    """What uv/pip see: installer and proxy settings only. Building an sdist runs package code, which must
+    not see the scheduler's secrets any more than tasks do."""
+    env = {k: v for k, v in source.items() if k in BUILDER_PASS_ENV or k.startswith(BUILDER_PASS_PREFIXES)}
+    return {**env, "NO_COLOR": "1"}
+
+
 @dataclass
 class Environment:
     """A ready environment, leased: it is not evicted until ``release()`` (or the end of a ``with``)."""
@@ -71,6 +82,7 @@ class Environment:
     path: Path
     requirements: tuple[str, ...]
     lease: int | None = None
+    archive: Path | None = None  # set by ``EnvironmentStore.archive``
 
     @property
     def python(self) -> Path:
@@ -236,7 +248,8 @@ class EnvironmentStore:
 
     def _install(self, target: Path, reqs: tuple[str, ...], python: str) -> str:
         if self.uv:
-            steps = [[self.uv, "venv", "--quiet", "--relocatable", "--python", python, str(target)]]
+            venv = [self.uv, "venv", "--quiet", "--relocatable", "--no-python-downloads", "--python", python]
+            steps = [[*venv, str(target)]]
             install = [self.uv, "pip", "install", "--python", str(target / "bin" / "python")]
         else:
             steps = [[python, "-m", "venv", str(target)]]
@@ -251,7 +264,7 @@ class EnvironmentStore:
                     capture_output=True,
                     text=True,
                     timeout=self.build_timeout,
-                    env={**os.environ, "NO_COLOR": "1"},
+                    env=builder_environment(os.environ),
                     cwd=target.parent,
                     check=False,
                 )
@@ -299,12 +312,14 @@ class EnvironmentStore:
 
     # ---- YARN archives
 
-    def archive(self, requirements: Iterable[str], python: str) -> Path:
-        """``archives/<key>.tar.gz``: the environment for ``python`` (the cluster's interpreter), packed."""
-        with self.ensure(requirements, python) as env:
-            target = self._dir("archives") / f"{env.key}.tar.gz"
+    def archive(self, requirements: Iterable[str], python: str) -> Environment:
+        """The environment for ``python`` (the cluster's interpreter), leased, with ``archive`` set to its
+        ``archives/<key>.tar.gz`` (packed once). Keep the lease until the run no longer needs the file."""
+        env = self.ensure(requirements, python)
+        try:
+            env.archive = target = self._dir("archives") / f"{env.key}.tar.gz"
             if target.exists():
-                return target
+                return env
             with _flock(self._dir("locks") / f"{env.key}.pack", fcntl.LOCK_EX):
                 if not target.exists():
                     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
@@ -314,7 +329,10 @@ class EnvironmentStore:
                                 tar.add(item, arcname=item.name)
                     os.rename(partial, target)
                     log.info("environment %s: packed for YARN into %s", env.key, target)
-            return target
+            return env
+        except BaseException:
+            env.release()
+            raise
 
     # ---- eviction
 

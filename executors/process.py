@@ -95,6 +95,19 @@ def signal_run(run_id: str, sig: int, proc_root: Path = PROC, group: int | None 
     return hit
 
 
+def stop_run(run_id: str, grace: float = 10.0, proc_root: Path = PROC) -> int:
+    """Stop every process of a run that is not our child (one found again after a scheduler restart):
+    SIGTERM, up to ``grace`` seconds, then SIGKILL until none is left. Returns how many were found."""
+    found = signal_run(run_id, signal.SIGTERM, proc_root)
+    end = time.monotonic() + grace
+    while found and time.monotonic() < end and find_run_processes(run_id, proc_root):
+        time.sleep(0.05)
+    end = time.monotonic() + 10
+    while signal_run(run_id, signal.SIGKILL, proc_root) and time.monotonic() < end:
+        time.sleep(0.01)
+    return len(found)
+
+
 def describe_exit(returncode: int) -> str:
     """``exit code 3`` or ``killed by SIGKILL``."""
     if returncode >= 0:
@@ -246,6 +259,8 @@ class ProcessExecution(Execution):
             if self.outcome is not None:
                 return self.outcome
             assert self._proc is not None and self._pump is not None and self._log is not None
+            if status is not None and self._exited(0):
+                status = None  # it ended by itself before the timeout or kill could act
             if status is not None:
                 self._note(f"{why}: stopping the run (SIGTERM, {self.grace:g} s grace, then SIGKILL)")
                 log.warning("run %s: stopping it: %s", self.run_id, why)

@@ -182,9 +182,12 @@ def test_task_runs_with_its_dependencies(tmp_path: Path, wheels: Path) -> None:
 
 def test_archive_unpacks_elsewhere_and_imports(tmp_path: Path, wheels: Path) -> None:
     store = local_store(tmp_path / "envs", wheels)
-    archive = store.archive(["peachdep==2.0"], python=BASE_PYTHON)
-    assert archive.name == f"{store.key(['peachdep==2.0'], BASE_PYTHON)}.tar.gz"
-    assert store.archive(["peachdep==2.0"], python=BASE_PYTHON) == archive and store.builds == 1
+    with store.archive(["peachdep==2.0"], python=BASE_PYTHON) as packed:
+        archive = packed.archive
+        assert archive is not None and archive.name == f"{store.key(['peachdep==2.0'], BASE_PYTHON)}.tar.gz"
+        assert store.evict(max_age=-1) == []  # leased while the run ships it
+    with store.archive(["peachdep==2.0"], python=BASE_PYTHON) as again:
+        assert again.archive == archive and store.builds == 1
     target = tmp_path / "node" / "container_1" / "environment"
     target.mkdir(parents=True)
     with tarfile.open(archive) as tar:
