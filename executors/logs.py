@@ -181,9 +181,11 @@ class CappedLog:
 class LogPump(threading.Thread):
     """Copies a pipe into a ``CappedLog`` until end of file or ``stop()``; never holds more than a chunk."""
 
-    def __init__(self, fd: int, sink: CappedLog, run_id: str) -> None:
-        super().__init__(name=f"peach-log-{run_id}", daemon=True)
-        self._fd, self._sink, self._run_id = fd, sink, run_id
+    def __init__(
+        self, fd: int, sink: CappedLog, label: str, watch: Callable[[bytes], None] | None = None
+    ) -> None:
+        super().__init__(name=f"peach-log-{label}", daemon=True)
+        self._fd, self._sink, self._label, self._watch = fd, sink, label, watch
         self._halt = threading.Event()
         self.lock = threading.Lock()  # held while writing, so notes from the supervisor never interleave
 
@@ -201,8 +203,10 @@ class LogPump(threading.Thread):
                         return
                     with self.lock:
                         self._sink.output(data)
+                    if self._watch is not None:
+                        self._watch(data)
         except Exception:
-            log.exception("run %s: reading its output failed", self._run_id)
+            log.exception("run %s: reading its output failed", self._label)
 
     def stop(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for end of file, then stop reading; True when all output was read."""

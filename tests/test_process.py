@@ -1,14 +1,17 @@
 """Finding a run's processes in a (fake) /proc tree, exit words, and stopping a run found again."""
 
+import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from executors.base import RunRequest, Status
 from executors.environments import builder_environment
-from executors.process import describe_exit, find_run_processes, stop_run
-from tests.executor_fixtures import alive, wait_for
+from executors.process import ProcessExecution, describe_exit, find_run_processes, stop_run
+from tests.executor_fixtures import alive, make_task, marked_processes, wait_for
 
 
 def fake_process(proc: Path, pid: int, ppid: int, state: str = "S", environ: bytes | None = b"") -> None:
@@ -77,3 +80,33 @@ def test_builders_do_not_see_scheduler_secrets() -> None:
         {"PATH": "/bin", "UV_INDEX_URL": "https://idx", "PEACH_API_TOKEN": "s3cret", "HOME": "/h"}
     )
     assert env == {"PATH": "/bin", "UV_INDEX_URL": "https://idx", "HOME": "/h", "NO_COLOR": "1"}
+
+
+class RemoteRun(ProcessExecution):
+    """What a spark-like executor adds: a remote side stopped on timeout or kill."""
+
+    def stopping(self, status: Status, why: str) -> None:
+        self.stopped = (status, why)
+
+
+def test_hooks_for_executors_with_a_remote_side(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+    task = make_task(tmp_path / "repo", "def main():\n    pass\n")
+    code = "import time\nprint('Submitted application application_1700000000000_0042', flush=True)\n"
+    code += "time.sleep(1000)"
+    run_id = f"hooks-{secrets.token_hex(4)}"
+    execution = RemoteRun(
+        RunRequest(run_id, task, timeout=1.5),
+        [sys.executable, "-c", code],
+        {"PATH": os.defpath},
+        tmp_path,
+        tmp_path / "log",
+        grace=0.5,
+        on_output=seen.append,
+    )
+    execution.start()
+    wait_for(lambda: b"application_1700000000000_0042" in b"".join(seen), what="the submission line")
+    outcome = execution.wait()
+    assert outcome is not None and outcome.status is Status.TIMED_OUT
+    assert execution.stopped == (Status.TIMED_OUT, "timeout 1.5 s")
+    assert marked_processes(run_id) == []
