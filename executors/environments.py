@@ -232,10 +232,10 @@ class EnvironmentStore:
             (staging / META).write_text(json.dumps(meta, indent=2))
             (staging / USED).touch()
             os.utime(staging / USED, (self._wall(), self._wall()))
+            if not self.uv:
+                _fix_scripts(staging, self.path(key))
             self._dir("envs")
             os.rename(staging, self.path(key))
-            if not self.uv:
-                _fix_scripts(self.path(key), staging)
         except EnvironmentBuildError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             self._record_failure(key, exc)
@@ -347,7 +347,10 @@ class EnvironmentStore:
         entries = []
         for path in (self.root / "envs").glob("*"):
             used = (path / USED).stat().st_mtime if (path / USED).exists() else 0.0
-            entries.append((used, path.name, _size(path)))
+            archive = self.root / "archives" / f"{path.name}.tar.gz"
+            entries.append(
+                (used, path.name, _size(path) + (archive.stat().st_size if archive.exists() else 0))
+            )
         entries.sort()
         total = sum(size for _, _, size in entries)
         removed = []
@@ -386,10 +389,10 @@ def _size(path: Path) -> int:
     return total
 
 
-def _fix_scripts(env: Path, built_at: Path) -> None:
-    """After a pip-built venv moved from ``built_at`` to ``env``: point its scripts at the new place."""
-    old, new = str(built_at).encode(), str(env).encode()
-    for script in (env / "bin").iterdir():
+def _fix_scripts(staging: Path, final: Path) -> None:
+    """Before a pip-built venv moves from ``staging`` to ``final``: point its scripts at ``final``."""
+    old, new = str(staging).encode(), str(final).encode()
+    for script in (staging / "bin").iterdir():
         if script.is_file() and not script.is_symlink():
             data = script.read_bytes()
             if old in data[:65536]:

@@ -6,6 +6,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_timeout_kills_every_descendant_even_after_setsid(
     pidfile = tmp_path / "pids"
     pidfile.touch()
     execution = start(
-        executor, tmp_path, DESCENDANTS, no_leftovers, timeout=4, args={"pidfile": str(pidfile)}
+        executor, tmp_path, DESCENDANTS, no_leftovers, timeout=6, args={"pidfile": str(pidfile)}
     )
     wait_for(lambda: b"ready" in execution.read_log(), what="the task to spawn its descendants")
     escaped, session = map(int, pidfile.read_text().split())
@@ -148,11 +149,11 @@ def test_timeout_kills_every_descendant_even_after_setsid(
     assert escaped in running and execution.pid in running and len(running) >= 6, running
     outcome = finish(execution)
     assert outcome.status is Status.TIMED_OUT
-    assert outcome.summary == "killed by SIGTERM after timeout 4 s"
+    assert outcome.summary == "killed by SIGTERM after timeout 6 s"
     assert not alive(escaped)
     assert not any(alive(pid) for pid in running)
     assert marked_processes(execution.run_id) == []
-    assert b"timeout 4 s: stopping the run" in execution.read_log()
+    assert b"timeout 6 s: stopping the run" in execution.read_log()
 
 
 def test_sigterm_ignoring_task_gets_sigkill(
@@ -178,6 +179,21 @@ def test_kill_on_request(executor: PythonExecutor, tmp_path: Path, no_leftovers:
     outcome = execution.kill("operator request")
     assert (outcome.status, outcome.summary) == (Status.KILLED, "killed by SIGTERM: operator request")
     assert execution.wait() is outcome and execution.kill("again") is outcome
+
+
+def test_kill_from_another_thread_while_waiting(
+    executor: PythonExecutor, tmp_path: Path, no_leftovers: list[str]
+) -> None:
+    code = "import time\n\ndef main():\n    print('working', flush=True)\n    time.sleep(1000)\n"
+    execution = start(executor, tmp_path, code, no_leftovers)
+    waited: list[Outcome | None] = []
+    waiter = threading.Thread(target=lambda: waited.append(execution.wait()))
+    waiter.start()
+    wait_for(lambda: b"working" in execution.read_log(), what="the task to start")
+    outcome = execution.kill("scheduler shutdown")
+    waiter.join(30)
+    assert waited == [outcome] and outcome.status is Status.KILLED
+    assert outcome.log_bytes == execution.log_path.stat().st_size
 
 
 def test_leftover_background_processes_are_stopped_when_task_exits(
