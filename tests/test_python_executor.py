@@ -310,6 +310,8 @@ def test_runs_get_isolated_fresh_working_directories(
     assert first.log_path.exists()
     with pytest.raises(ExecutionError, match="already exists"):
         executor.prepare(first.request)
+    with pytest.raises(ExecutionError, match="not usable as a directory name"):
+        executor.prepare(RunRequest("../escape", first.request.task))
 
 
 def test_start_failure_leaves_nothing_behind(store: EnvironmentStore, tmp_path: Path) -> None:
