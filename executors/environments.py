@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from scheduler.errors import EnvironmentBuildError
@@ -156,9 +156,16 @@ class EnvironmentStore:
     def _identity(self, python: str) -> str:
         if python not in self._identities:
             found = shutil.which(python) or python
-            version = subprocess.run(
-                [found, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=False
-            ).stdout.strip()
+            try:
+                version = subprocess.run(
+                    [found, "-c", "import sys; print(sys.version)"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                ).stdout.strip()
+            except (OSError, subprocess.TimeoutExpired):
+                version = ""
             if not version:
                 raise EnvironmentBuildError(f"interpreter {python!r} is missing or does not run")
             self._identities[python] = f"{os.path.realpath(found)} {version}"
@@ -185,6 +192,11 @@ class EnvironmentStore:
     def ensure(self, requirements: Iterable[str], python: str | None = None) -> Environment:
         """A ready, leased environment for ``requirements``: cached, or built now (once, whoever asks)."""
         reqs = tuple(sorted(set(requirements)))
+        for requirement in reqs:  # they reach the installer's command line: never let one be an option
+            try:
+                Requirement(requirement)
+            except InvalidRequirement as exc:
+                raise EnvironmentBuildError(f"{requirement!r} is not a valid requirement: {exc}") from None
         python = python or self.python
         key = self.key(reqs, python)
         locks = self._dir("locks")

@@ -156,6 +156,16 @@ def test_broken_requirement_is_a_clear_error_with_backoff(tmp_path: Path, wheels
     assert store.builds == 2 and second.value.retry_at == clock.now + 120
 
 
+def test_options_and_bad_syntax_never_reach_the_installer(tmp_path: Path) -> None:
+    store = EnvironmentStore(tmp_path)
+    for bad in ("--index-url=https://evil.example", "-e .", "not a requirement!"):
+        with pytest.raises(EnvironmentBuildError, match="is not a valid requirement"):
+            store.ensure([bad])
+    assert store.builds == 0
+    with pytest.raises(EnvironmentBuildError, match="is missing or does not run"):
+        store.ensure([], python=str(tmp_path / "no-python"))
+
+
 def test_failed_environment_fails_the_run_before_it_starts(tmp_path: Path, wheels: Path) -> None:
     store = local_store(tmp_path / "envs", wheels)
     executor = PythonExecutor(store, tmp_path / "runs")
