@@ -305,7 +305,7 @@ class _Loader:
             raise _Rejected from None
         for note in code.warnings:
             self.problem(
-                notebook, None, note.removeprefix(f"{notebook}: "), task=name, severity=Severity.WARNING
+                notebook, note.line, note.message, task=name, severity=Severity.WARNING, cell=note.cell
             )
         return code
 

@@ -42,13 +42,22 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class Note:
+    """A warning about the task code: something was neutralised or ignored, not a reason to stop."""
+
+    message: str
+    cell: int | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class Extracted:
     """The code a task runs, ready for a runner script."""
 
     chunks: tuple[Chunk, ...]
     origin: str
     signature: Signature | None
-    warnings: tuple[str, ...]
+    warnings: tuple[Note, ...]
 
 
 @dataclass
@@ -58,7 +67,7 @@ class _Cell:
     code: str | None = None  # Python after neutralising IPython syntax; None when it is not Python
     tree: ast.Module | None = None
     error: ExtractionError | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
 
 class Source:
@@ -88,23 +97,27 @@ class Source:
 
     def _parse(self, cell: _Cell) -> None:
         cell.code = cell.raw
-        if cell.number is not None:
-            try:
-                cell.code, notes = _neutralise(cell.raw)
-            except ExtractionError as exc:
-                cell.error = ExtractionError(exc.message, self.path, cell.number, exc.line)
-                return
-            cell.notes = [f"{self._where(cell)}: {note}" for note in notes]
-            if cell.code is None:
-                return
+        error = self._try_parse(cell)
+        if error is None or cell.number is None:  # parsed, or a .py file: plain Python, nothing to neutralise
+            cell.error = error
+            return
         try:
-            cell.tree = ast.parse(cell.code, filename=self.chunk_name(cell.number))
+            cell.code, notes = _neutralise(cell.raw)
+        except ExtractionError as exc:
+            cell.error = ExtractionError(exc.message, self.path, cell.number, exc.line)
+            return
+        cell.notes = [Note(message, cell.number, line) for line, message in notes]
+        if cell.code is not None:
+            cell.error = self._try_parse(cell)
+
+    def _try_parse(self, cell: _Cell) -> ExtractionError | None:
+        try:
+            cell.tree = ast.parse(cell.code or "", filename=self.chunk_name(cell.number))
         except SyntaxError as exc:
-            cell.error = ExtractionError(f"syntax error: {exc.msg}", self.path, cell.number, exc.lineno)
+            return ExtractionError(f"syntax error: {exc.msg}", self.path, cell.number, exc.lineno)
         except (RecursionError, MemoryError, ValueError) as exc:
-            cell.error = ExtractionError(
-                f"cannot be parsed: {exc or type(exc).__name__}", self.path, cell.number
-            )
+            return ExtractionError(f"cannot be parsed: {exc or type(exc).__name__}", self.path, cell.number)
+        return None
 
     def chunk_name(self, number: int | None) -> str:
         return f"{self.path}[cell {number}]" if number else self.path
@@ -114,28 +127,26 @@ class Source:
         definitions = [
             (cell, node) for cell in self.cells if cell.tree for node in _top_level(cell.tree, method)
         ]
-        broken = [cell for cell in self.cells if cell.error]
+        broken = [(cell, cell.error) for cell in self.cells if cell.error]
         whole = full_notebook or not self.is_notebook
         if whole and broken:
-            raise broken[0].error  # type: ignore[misc]
-        defining_broken = [cell for cell in broken if _mentions_def(cell.raw, method)]
-        if defining_broken:
-            raise defining_broken[-1].error  # type: ignore[misc]
+            raise broken[0][1]
+        for broken_cell, error in broken:
+            if _mentions_def(broken_cell.raw, method):
+                raise error
         if not definitions:
             raise self._missing(method)
         cell, node = definitions[-1]
-        warnings: list[str] = []
+        warnings: list[Note] = []
         if whole:
             used = self.cells
         else:
             used = [cell]
-            warnings += [f"{c.error} (cell not used by this task)" for c in broken]
+            warnings += [Note(f"{e.message} (cell not used by this task)", e.cell, e.line) for _, e in broken]
             numbers = sorted({c.number or 0 for c, _ in definitions})
             if len(numbers) > 1:
                 listed = ", ".join(map(str, numbers))
-                warnings.append(
-                    f"{self.path}: {method!r} is defined in cells {listed}; using cell {cell.number}"
-                )
+                warnings.append(Note(f"{method!r} is defined in cells {listed}; using cell {cell.number}"))
         warnings = [note for c in used for note in c.notes] + warnings
         chunks = tuple(Chunk(self.chunk_name(c.number), c.code or "") for c in used if c.tree)
         origin = self.path if whole else self._where(cell)
@@ -192,18 +203,16 @@ def _cell_text(path: str, number: int, source: Any) -> str:
     raise ExtractionError("'source' is not text", path, number)
 
 
-def _neutralise(raw: str) -> tuple[str | None, list[str]]:
-    """Replace IPython-only syntax with plain Python; return (code, or None if not Python; notes)."""
-    if _is_python(raw):
-        return raw, []
+def _neutralise(raw: str) -> tuple[str | None, list[tuple[int | None, str]]]:
+    """Neutralise IPython syntax in a cell that does not parse: (code, or None if not Python; notes)."""
     lines = raw.splitlines()
-    notes: list[str] = []
+    notes: list[tuple[int | None, str]] = []
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is not None and lines[first].lstrip().startswith("%%"):
         name = (lines[first].strip()[2:].split() or [""])[0]
         if name not in PYTHON_BODY_CELL_MAGICS:
-            return None, [f"%%{name} cell is not Python: skipped, never executed"]
-        notes.append(f"line {first + 1}: %%{name} removed, the cell body runs as plain Python")
+            return None, [(first + 1, f"%%{name} cell is not Python: skipped, never executed")]
+        notes.append((first + 1, f"%%{name} removed, the cell body runs as plain Python"))
         lines[first] = _blank(lines[first])
     for i, line in enumerate(lines):
         line_no = i + 1
@@ -217,7 +226,7 @@ def _neutralise(raw: str) -> tuple[str | None, list[str]]:
                 line=line_no,
             )
         if _HELP.match(line):
-            notes.append(f"line {line_no}: help syntax {shown!r} removed")
+            notes.append((line_no, f"help syntax {shown!r} removed"))
             lines[i] = _blank(line)
             continue
         match = _LINE_MAGIC.match(line)
@@ -228,13 +237,13 @@ def _neutralise(raw: str) -> tuple[str | None, list[str]]:
             raise ExtractionError(f"{shown!r}: %run is not supported; import the code instead", line=line_no)
         if sigil.startswith("%") and name in STATEMENT_LINE_MAGICS and rest:
             lines[i] = indent + rest
-            notes.append(f"line {line_no}: {sigil}{name} removed, the statement runs once without it")
+            notes.append((line_no, f"{sigil}{name} removed, the statement runs once without it"))
             continue
         kind = "shell command" if sigil.startswith("!") else "IPython magic"
         hint = ""
         if name in INSTALL_MAGICS or (sigil.startswith("!") and rest.startswith("install")):
             hint = "; declare packages under 'dependencies' in the task YAML instead"
-        notes.append(f"line {line_no}: {kind} {shown!r} removed, never executed{hint}")
+        notes.append((line_no, f"{kind} {shown!r} removed, never executed{hint}"))
         lines[i] = _blank(line)
     return "\n".join(lines) + "\n", notes
 

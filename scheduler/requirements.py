@@ -1,5 +1,6 @@
 """PEP 508 requirement strings: parsing, normalising, and finding conflicting pins."""
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -33,7 +34,12 @@ def parse(text: str) -> Requirement:
 
 def normalise(requirement: Requirement) -> str:
     """Canonical text: lowercase normalised name, sorted extras and specifiers."""
-    req = Requirement(str(requirement))
+    return _normalise(str(requirement))
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalise(text: str) -> str:
+    req = Requirement(text)
     req.name = canonicalize_name(req.name)
     return str(req)
 
