@@ -16,6 +16,7 @@ through the cluster too; the interface stays the same.
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -41,7 +42,7 @@ class RunRequest:
     task: Task
     timeout: float | None = None
     version: str = ""
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,11 @@ class Execution(ABC):
     @property
     def run_id(self) -> str:
         return self.request.run_id
+
+    @property
+    def key(self) -> str:
+        """``codops/task``, for log lines about the run."""
+        return self.request.task.key
 
     @abstractmethod
     def start(self) -> None:

@@ -36,12 +36,12 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from scheduler.errors import EnvironmentBuildError
@@ -63,6 +63,17 @@ def find_uv() -> str | None:
         return shutil.which("uv")
 
 
+BUILDER_PASS_ENV = ("PATH", "HOME", "LANG", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy")
+BUILDER_PASS_PREFIXES = ("UV_", "PIP_", "LC_", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+
+
+def builder_environment(source: Mapping[str, str]) -> dict[str, str]:
+    """What uv/pip see: installer and proxy settings only. Building an sdist runs package code, which must
+    not see the scheduler's secrets any more than tasks do."""
+    env = {k: v for k, v in source.items() if k in BUILDER_PASS_ENV or k.startswith(BUILDER_PASS_PREFIXES)}
+    return {**env, "NO_COLOR": "1"}
+
+
 @dataclass
 class Environment:
     """A ready environment, leased: it is not evicted until ``release()`` (or the end of a ``with``)."""
@@ -71,6 +82,7 @@ class Environment:
     path: Path
     requirements: tuple[str, ...]
     lease: int | None = None
+    archive: Path | None = None  # set by ``EnvironmentStore.archive``
 
     @property
     def python(self) -> Path:
@@ -105,10 +117,15 @@ def _install_error(requirements: Sequence[str], output: str) -> str:
         (i for i, line in enumerate(lines) if re.search(r"error|\N{MULTIPLICATION SIGN}", line, re.I)), 0
     )
     reason = " ".join(lines[first:]).removeprefix("error: ").removeprefix("ERROR: ")[:800]
-    text = output.lower()
-    named = [r for r in requirements if canonicalize_name(Requirement(r).name) in text]
+    named = [r for r in requirements if _mentions(output, Requirement(r).name)]
     which = ", ".join(repr(r) for r in (named or requirements))
     return f"could not install {which}: {reason or 'the installer failed without a message'}"
+
+
+def _mentions(text: str, name: str) -> bool:
+    """Whether ``text`` names the project ``name`` as a whole word (``foo`` is not in ``foo-bar``)."""
+    spellings = {name, canonicalize_name(name)}
+    return any(re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w-])", text, re.I) for n in spellings)
 
 
 class EnvironmentStore:
@@ -139,9 +156,16 @@ class EnvironmentStore:
     def _identity(self, python: str) -> str:
         if python not in self._identities:
             found = shutil.which(python) or python
-            version = subprocess.run(
-                [found, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=False
-            ).stdout.strip()
+            try:
+                version = subprocess.run(
+                    [found, "-c", "import sys; print(sys.version)"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                ).stdout.strip()
+            except (OSError, subprocess.TimeoutExpired):
+                version = ""
             if not version:
                 raise EnvironmentBuildError(f"interpreter {python!r} is missing or does not run")
             self._identities[python] = f"{os.path.realpath(found)} {version}"
@@ -168,6 +192,11 @@ class EnvironmentStore:
     def ensure(self, requirements: Iterable[str], python: str | None = None) -> Environment:
         """A ready, leased environment for ``requirements``: cached, or built now (once, whoever asks)."""
         reqs = tuple(sorted(set(requirements)))
+        for requirement in reqs:  # they reach the installer's command line: never let one be an option
+            try:
+                Requirement(requirement)
+            except InvalidRequirement as exc:
+                raise EnvironmentBuildError(f"{requirement!r} is not a valid requirement: {exc}") from None
         python = python or self.python
         key = self.key(reqs, python)
         locks = self._dir("locks")
@@ -191,6 +220,7 @@ class EnvironmentStore:
             os.close(fd)
             return None
         (path / USED).touch()
+        os.utime(path / USED, (self._wall(), self._wall()))
         return Environment(key, path, reqs, lease=fd)
 
     # ---- building
@@ -213,10 +243,11 @@ class EnvironmentStore:
             }
             (staging / META).write_text(json.dumps(meta, indent=2))
             (staging / USED).touch()
+            os.utime(staging / USED, (self._wall(), self._wall()))
+            if not self.uv:
+                _fix_scripts(staging, self.path(key))
             self._dir("envs")
             os.rename(staging, self.path(key))
-            if not self.uv:
-                _fix_scripts(self.path(key), staging)
         except EnvironmentBuildError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             self._record_failure(key, exc)
@@ -229,7 +260,8 @@ class EnvironmentStore:
 
     def _install(self, target: Path, reqs: tuple[str, ...], python: str) -> str:
         if self.uv:
-            steps = [[self.uv, "venv", "--quiet", "--relocatable", "--python", python, str(target)]]
+            venv = [self.uv, "venv", "--quiet", "--relocatable", "--no-python-downloads", "--python", python]
+            steps = [[*venv, str(target)]]
             install = [self.uv, "pip", "install", "--python", str(target / "bin" / "python")]
         else:
             steps = [[python, "-m", "venv", str(target)]]
@@ -244,7 +276,7 @@ class EnvironmentStore:
                     capture_output=True,
                     text=True,
                     timeout=self.build_timeout,
-                    env={**os.environ, "NO_COLOR": "1"},
+                    env=builder_environment(os.environ),
                     cwd=target.parent,
                     check=False,
                 )
@@ -292,12 +324,14 @@ class EnvironmentStore:
 
     # ---- YARN archives
 
-    def archive(self, requirements: Iterable[str], python: str) -> Path:
-        """``archives/<key>.tar.gz``: the environment for ``python`` (the cluster's interpreter), packed."""
-        with self.ensure(requirements, python) as env:
-            target = self._dir("archives") / f"{env.key}.tar.gz"
+    def archive(self, requirements: Iterable[str], python: str) -> Environment:
+        """The environment for ``python`` (the cluster's interpreter), leased, with ``archive`` set to its
+        ``archives/<key>.tar.gz`` (packed once). Keep the lease until the run no longer needs the file."""
+        env = self.ensure(requirements, python)
+        try:
+            env.archive = target = self._dir("archives") / f"{env.key}.tar.gz"
             if target.exists():
-                return target
+                return env
             with _flock(self._dir("locks") / f"{env.key}.pack", fcntl.LOCK_EX):
                 if not target.exists():
                     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
@@ -307,7 +341,10 @@ class EnvironmentStore:
                                 tar.add(item, arcname=item.name)
                     os.rename(partial, target)
                     log.info("environment %s: packed for YARN into %s", env.key, target)
-            return target
+            return env
+        except BaseException:
+            env.release()
+            raise
 
     # ---- eviction
 
@@ -322,7 +359,10 @@ class EnvironmentStore:
         entries = []
         for path in (self.root / "envs").glob("*"):
             used = (path / USED).stat().st_mtime if (path / USED).exists() else 0.0
-            entries.append((used, path.name, _size(path)))
+            archive = self.root / "archives" / f"{path.name}.tar.gz"
+            entries.append(
+                (used, path.name, _size(path) + (archive.stat().st_size if archive.exists() else 0))
+            )
         entries.sort()
         total = sum(size for _, _, size in entries)
         removed = []
@@ -361,10 +401,10 @@ def _size(path: Path) -> int:
     return total
 
 
-def _fix_scripts(env: Path, built_at: Path) -> None:
-    """After a pip-built venv moved from ``built_at`` to ``env``: point its scripts at the new place."""
-    old, new = str(built_at).encode(), str(env).encode()
-    for script in (env / "bin").iterdir():
+def _fix_scripts(staging: Path, final: Path) -> None:
+    """Before a pip-built venv moves from ``staging`` to ``final``: point its scripts at ``final``."""
+    old, new = str(staging).encode(), str(final).encode()
+    for script in (staging / "bin").iterdir():
         if script.is_file() and not script.is_symlink():
             data = script.read_bytes()
             if old in data[:65536]:

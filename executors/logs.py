@@ -74,6 +74,7 @@ class CappedLog:
         self._dirty = False
         self._last_flush = clock()
         self._line_start = True
+        self._head_ends_line = True
         self._recent = b""
         self.total = 0  # every stamped byte ever written, kept or not
         self.stored = 0  # bytes in the file (as of the last write or flush)
@@ -114,12 +115,18 @@ class CappedLog:
             if len(data) <= room:
                 self._file.write(data)
                 self._head += len(data)
+                self._head_ends_line = data.endswith(b"\n")
                 self.stored = self._head
                 self._file.flush()
                 return
-            cut = data.rfind(b"\n", max(0, room - 4096), room) + 1 or room
-            self._file.write(data[:cut])
-            self._head += cut
+            slack = self._slack(self.limits.head_bytes)
+            cut = data.rfind(b"\n", max(0, room - slack), room) + 1
+            if not cut and not (self._head_ends_line and room <= slack):
+                cut = room  # no line end near: cut inside the line
+            if cut:
+                self._file.write(data[:cut])
+                self._head += cut
+                self._head_ends_line = data[:cut].endswith(b"\n")
             self._head_open = False
             data = data[cut:]
         self._tail.append(data)
@@ -128,6 +135,11 @@ class CappedLog:
             self._tail_len -= len(self._tail.popleft())
         self._dirty = True
         self.flush_if_due()
+
+    @staticmethod
+    def _slack(size: int) -> int:
+        """How far a cut may move to land on a line end: a quarter of the region, at most 4 KiB."""
+        return min(4096, size // 4)
 
     def flush_if_due(self) -> None:
         """Flush the tail if it changed and the last flush is ``flush_interval`` old."""
@@ -141,13 +153,14 @@ class CappedLog:
         tail = b"".join(self._tail)
         excess = self._tail_len - self.limits.tail_bytes
         if excess > 0:
-            newline = tail.find(b"\n", excess, excess + 4096)
+            newline = tail.find(b"\n", excess, excess + self._slack(self.limits.tail_bytes))
             tail = tail[newline + 1 if newline >= 0 else excess :]
         self.dropped = dropped = self.total - self._head - len(tail)
         self._file.seek(self._head)
         if dropped:
             self._file.write(
-                b"%s[peach] ... %d bytes dropped (log keeps the first %d and the last %d bytes) ...\n"
+                (b"" if self._head_ends_line else b"\n")
+                + b"%s[peach] ... %d bytes dropped (log keeps the first %d and the last %d bytes) ...\n"
                 % (_stamp(self._wall()), dropped, self.limits.head_bytes, self.limits.tail_bytes)
             )
         self._file.write(tail)
@@ -168,9 +181,11 @@ class CappedLog:
 class LogPump(threading.Thread):
     """Copies a pipe into a ``CappedLog`` until end of file or ``stop()``; never holds more than a chunk."""
 
-    def __init__(self, fd: int, sink: CappedLog, run_id: str) -> None:
-        super().__init__(name=f"peach-log-{run_id}", daemon=True)
-        self._fd, self._sink, self._run_id = fd, sink, run_id
+    def __init__(
+        self, fd: int, sink: CappedLog, label: str, watch: Callable[[bytes], None] | None = None
+    ) -> None:
+        super().__init__(name=f"peach-log-{label}", daemon=True)
+        self._fd, self._sink, self._label, self._watch = fd, sink, label, watch
         self._halt = threading.Event()
         self.lock = threading.Lock()  # held while writing, so notes from the supervisor never interleave
 
@@ -188,8 +203,10 @@ class LogPump(threading.Thread):
                         return
                     with self.lock:
                         self._sink.output(data)
+                    if self._watch is not None:
+                        self._watch(data)
         except Exception:
-            log.exception("run %s: reading its output failed", self._run_id)
+            log.exception("run %s: reading its output failed", self._label)
 
     def stop(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for end of file, then stop reading; True when all output was read."""

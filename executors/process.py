@@ -95,6 +95,19 @@ def signal_run(run_id: str, sig: int, proc_root: Path = PROC, group: int | None 
     return hit
 
 
+def stop_run(run_id: str, grace: float = 10.0, proc_root: Path = PROC) -> int:
+    """Stop every process of a run that is not our child (one found again after a scheduler restart):
+    SIGTERM, up to ``grace`` seconds, then SIGKILL until none is left. Returns how many were found."""
+    found = signal_run(run_id, signal.SIGTERM, proc_root)
+    end = time.monotonic() + grace
+    while found and time.monotonic() < end and find_run_processes(run_id, proc_root):
+        time.sleep(0.05)
+    end = time.monotonic() + 10
+    while signal_run(run_id, signal.SIGKILL, proc_root) and time.monotonic() < end:
+        time.sleep(0.01)
+    return len(found)
+
+
 def describe_exit(returncode: int) -> str:
     """``exit code 3`` or ``killed by SIGKILL``."""
     if returncode >= 0:
@@ -106,7 +119,12 @@ def describe_exit(returncode: int) -> str:
 
 
 class ProcessExecution(Execution):
-    """A run that is one local child process (and whatever it spawns). ``kill`` may come from any thread."""
+    """A run that is one local child process (and whatever it spawns). ``kill`` may come from any thread.
+
+    ``cleanup`` runs once when the run is over (release the environment, remove the work directory);
+    ``on_output`` sees every chunk of raw output on the reader thread (spark: find the application id);
+    ``stopping`` is the hook for a remote side to stop on a timeout or kill.
+    """
 
     def __init__(
         self,
@@ -123,8 +141,10 @@ class ProcessExecution(Execution):
         wall: Callable[[], float] = time.time,
         popen: Popen = subprocess.Popen,
         cleanup: Callable[[], None] | None = None,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> None:
         super().__init__(request, log_path)
+        self._on_output = on_output
         self.command, self.env, self.cwd = command, {**env, RUN_MARKER: request.run_id}, cwd
         self.limits, self.grace, self.proc_root = limits or LogLimits(), grace, proc_root
         self._clock, self._wall, self._popen, self._cleanup = clock, wall, popen, cleanup
@@ -139,9 +159,13 @@ class ProcessExecution(Execution):
     def start(self) -> None:
         if self._proc is not None:
             raise ExecutionError(f"run {self.run_id} was already started")
-        self._log = CappedLog(self.log_path, self.limits, self._clock, self._wall)
         task = self.request.task
-        self._log.note(f"run {self.run_id}: task {task.key} version {self.request.version or '-'}")
+        try:
+            self._log = CappedLog(self.log_path, self.limits, self._clock, self._wall)
+            self._log.note(f"run {self.run_id}: task {task.key} version {self.request.version or '-'}")
+        except OSError as exc:
+            self._release()
+            raise ExecutionError(f"run {self.run_id}: cannot write its log {self.log_path}: {exc}") from exc
         try:
             self._proc = self._popen(
                 self.command,
@@ -167,9 +191,10 @@ class ProcessExecution(Execution):
         except (AttributeError, OSError):
             self._pidfd = None  # polled instead
         assert self._proc.stdout is not None
-        self._pump = LogPump(self._proc.stdout.fileno(), self._log, self.run_id)
+        label = f"{self.run_id} ({task.key})"
+        self._pump = LogPump(self._proc.stdout.fileno(), self._log, label, self._on_output)
         self._pump.start()
-        log.info("run %s: task %s started as pid %d", self.run_id, task.key, self.pid)
+        log.info("run %s (%s): started as pid %d", self.run_id, task.key, self.pid)
 
     def wait(self, until: float | None = None) -> Outcome | None:
         if self._proc is None:
@@ -189,6 +214,10 @@ class ProcessExecution(Execution):
         if self._proc is None:
             raise ExecutionError(f"run {self.run_id} was not started")
         return self._end(Status.KILLED, reason)
+
+    def stopping(self, status: Status, why: str) -> None:
+        """Called once before a timeout or kill stops the local processes. A subclass with a remote side
+        (spark on YARN: kill the application through the ResourceManager) does that here."""
 
     def _timed_out(self) -> bool:
         return self._deadline is not None and self._clock() >= self._deadline
@@ -238,7 +267,7 @@ class ProcessExecution(Execution):
         end = time.monotonic() + 10
         while self._sweep(signal.SIGKILL) or not self._exited(0.05):
             if time.monotonic() > end:
-                log.error("run %s: processes survive SIGKILL: %s", self.run_id, self._sweep(0))
+                log.error("run %s (%s): processes survive SIGKILL: %s", self.run_id, self.key, self._sweep(0))
                 return
 
     def _end(self, status: Status | None, why: str) -> Outcome:
@@ -246,9 +275,12 @@ class ProcessExecution(Execution):
             if self.outcome is not None:
                 return self.outcome
             assert self._proc is not None and self._pump is not None and self._log is not None
+            if status is not None and self._exited(0):
+                status = None  # it ended by itself before the timeout or kill could act
             if status is not None:
                 self._note(f"{why}: stopping the run (SIGTERM, {self.grace:g} s grace, then SIGKILL)")
-                log.warning("run %s: stopping it: %s", self.run_id, why)
+                log.warning("run %s (%s): stopping it: %s", self.run_id, self.key, why)
+                self.stopping(status, why)
             elif find_run_processes(self.run_id, self.proc_root):
                 self._note("the task exited but left processes behind: stopping them")
             self._stop_everything()
@@ -260,12 +292,12 @@ class ProcessExecution(Execution):
                 self._note("output still held open by an untracked process: stopped reading it")
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
-            self.outcome = self._outcome(status, why, returncode)
-            self._note(f"run ended: {self.outcome.status.value}: {self.outcome.summary}")
+            outcome = self._outcome(status, why, returncode)
+            self._note(f"run ended: {outcome.status.value}: {outcome.summary}")
             self._log.close()
             self._release()
-            self.outcome = replace(self.outcome, log_bytes=self._log.stored, log_dropped=self._log.dropped)
-            log.info("run %s: %s (%s)", self.run_id, self.outcome.status.value, self.outcome.summary)
+            self.outcome = replace(outcome, log_bytes=self._log.stored, log_dropped=self._log.dropped)
+            log.info("run %s (%s): %s: %s", self.run_id, self.key, outcome.status.value, outcome.summary)
             return self.outcome
 
     def _outcome(self, status: Status | None, why: str, returncode: int) -> Outcome:
@@ -294,4 +326,4 @@ class ProcessExecution(Execution):
             try:
                 self._cleanup()
             except Exception:
-                log.exception("run %s: cleaning up after it failed", self.run_id)
+                log.exception("run %s (%s): cleaning up after it failed", self.run_id, self.key)

@@ -13,6 +13,7 @@ the scheduler's environment (tokens, database URLs, settings) reaches task code.
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -28,6 +29,7 @@ from scheduler.errors import EnvironmentBuildError, ExecutionError
 
 log = logging.getLogger(__name__)
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
@@ -86,11 +88,15 @@ class PythonExecutor(Executor):
         return self.runs_root / run_id
 
     def prepare(self, request: RunRequest) -> ProcessExecution:
+        if not RUN_ID.fullmatch(request.run_id):
+            raise ExecutionError(f"run id {request.run_id!r} is not usable as a directory name")
         run_dir = self.run_dir(request.run_id)
         try:
             run_dir.mkdir(parents=True)
         except FileExistsError:
             raise ExecutionError(f"run {request.run_id}: its directory {run_dir} already exists") from None
+        except OSError as exc:
+            raise ExecutionError(f"run {request.run_id}: cannot create {run_dir}: {exc}") from exc
         log_path = run_dir / "output.log"
         try:
             env = self.environments.ensure(request.task.requirements)
@@ -105,6 +111,9 @@ class PythonExecutor(Executor):
             runner.write_text(runner_script(request.task))
             source = os.environ if self._source_env is None else self._source_env
             environ = task_environment(request, workdir, env, source, self.pass_env)
+        except OSError as exc:
+            env.release()
+            raise ExecutionError(f"run {request.run_id}: cannot prepare {run_dir}: {exc}") from exc
         except BaseException:
             env.release()
             raise

@@ -19,7 +19,7 @@ import uvicorn
 
 from executors.base import Executor
 from executors.environments import EnvironmentStore
-from executors.process import PROC, find_run_processes, signal_run
+from executors.process import PROC, find_run_processes, stop_run
 from executors.python import PythonExecutor
 from scheduler.api import create_app
 from scheduler.config import Config
@@ -160,8 +160,7 @@ class Service:
         for run in self.store.running_runs():
             pids = find_run_processes(run.id, self.proc_root)
             if pids:
-                signal_run(run.id, signal.SIGKILL, self.proc_root)
-                _wait_gone(run.id, self.proc_root)
+                stop_run(run.id, grace=2.0, proc_root=self.proc_root)
                 outcome = (
                     "the scheduler restarted while this run was going; its output could no longer be "
                     f"captured, so its processes ({', '.join(map(str, sorted(pids)))}) were killed"
@@ -174,12 +173,6 @@ class Service:
             closed.append(finished)
         self._recovered = True
         return closed
-
-
-def _wait_gone(run_id: str, proc_root: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while find_run_processes(run_id, proc_root) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def install_signal_handlers(service: Service) -> None:

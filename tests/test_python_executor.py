@@ -1,11 +1,13 @@
 """The python executor with real child processes: outcomes, timeouts, descendants, logs, isolation."""
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,20 +141,29 @@ def test_timeout_kills_every_descendant_even_after_setsid(
     pidfile = tmp_path / "pids"
     pidfile.touch()
     execution = start(
-        executor, tmp_path, DESCENDANTS, no_leftovers, timeout=4, args={"pidfile": str(pidfile)}
+        executor, tmp_path, DESCENDANTS, no_leftovers, timeout=6, args={"pidfile": str(pidfile)}
     )
     wait_for(lambda: b"ready" in execution.read_log(), what="the task to spawn its descendants")
     escaped, session = map(int, pidfile.read_text().split())
     assert session == escaped != execution.pid  # the grandchild left the run's session
+
+    def sleeps() -> int:
+        names = []
+        for pid in find_run_processes(execution.run_id):
+            with contextlib.suppress(OSError):
+                names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        return names.count("sleep")
+
+    wait_for(lambda: sleeps() == 2, what="both shell sleeps to run")
     running = find_run_processes(execution.run_id)
-    assert escaped in running and execution.pid in running and len(running) >= 6, running
+    assert escaped in running and execution.pid in running, running
     outcome = finish(execution)
     assert outcome.status is Status.TIMED_OUT
-    assert outcome.summary == "killed by SIGTERM after timeout 4 s"
+    assert outcome.summary == "killed by SIGTERM after timeout 6 s"
     assert not alive(escaped)
     assert not any(alive(pid) for pid in running)
     assert marked_processes(execution.run_id) == []
-    assert b"timeout 4 s: stopping the run" in execution.read_log()
+    assert b"timeout 6 s: stopping the run" in execution.read_log()
 
 
 def test_sigterm_ignoring_task_gets_sigkill(
@@ -178,6 +189,21 @@ def test_kill_on_request(executor: PythonExecutor, tmp_path: Path, no_leftovers:
     outcome = execution.kill("operator request")
     assert (outcome.status, outcome.summary) == (Status.KILLED, "killed by SIGTERM: operator request")
     assert execution.wait() is outcome and execution.kill("again") is outcome
+
+
+def test_kill_from_another_thread_while_waiting(
+    executor: PythonExecutor, tmp_path: Path, no_leftovers: list[str]
+) -> None:
+    code = "import time\n\ndef main():\n    print('working', flush=True)\n    time.sleep(1000)\n"
+    execution = start(executor, tmp_path, code, no_leftovers)
+    waited: list[Outcome | None] = []
+    waiter = threading.Thread(target=lambda: waited.append(execution.wait()))
+    waiter.start()
+    wait_for(lambda: b"working" in execution.read_log(), what="the task to start")
+    outcome = execution.kill("scheduler shutdown")
+    waiter.join(30)
+    assert waited == [outcome] and outcome.status is Status.KILLED
+    assert outcome.log_bytes == execution.log_path.stat().st_size
 
 
 def test_leftover_background_processes_are_stopped_when_task_exits(
@@ -294,6 +320,8 @@ def test_runs_get_isolated_fresh_working_directories(
     assert first.log_path.exists()
     with pytest.raises(ExecutionError, match="already exists"):
         executor.prepare(first.request)
+    with pytest.raises(ExecutionError, match="not usable as a directory name"):
+        executor.prepare(RunRequest("../escape", first.request.task))
 
 
 def test_start_failure_leaves_nothing_behind(store: EnvironmentStore, tmp_path: Path) -> None:
