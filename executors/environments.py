@@ -142,8 +142,10 @@ class EnvironmentStore:
         max_backoff: float = 3600.0,
         build_timeout: float = 1800.0,
         wall: Callable[[], float] = time.time,
+        observe: Callable[[str], None] = lambda event: None,
     ) -> None:
         self.root, self.python = Path(root), python
+        self._observe = observe  # told "hit", "ok" or "failed" (for metrics)
         self.uv = find_uv() if uv == "auto" else uv
         self.install_args = list(install_args)
         self.backoff, self.max_backoff, self.build_timeout = backoff, max_backoff, build_timeout
@@ -200,15 +202,19 @@ class EnvironmentStore:
         python = python or self.python
         key = self.key(reqs, python)
         locks = self._dir("locks")
+        built = False
         while True:
             env = self._lease(key, reqs, locks)
             if env is not None:
+                if not built:
+                    self._observe("hit")
                 return env
             self._check_backoff(key)
             with _flock(locks / f"{key}.build", fcntl.LOCK_EX):
                 if not (self.path(key) / META).exists():
                     self._check_backoff(key)
                     self._build(key, reqs, python)
+                    built = True
 
     def _lease(self, key: str, reqs: tuple[str, ...], locks: Path) -> Environment | None:
         path = self.path(key)
@@ -251,11 +257,13 @@ class EnvironmentStore:
         except EnvironmentBuildError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             self._record_failure(key, exc)
+            self._observe("failed")
             raise
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         (self.root / "failures" / f"{key}.json").unlink(missing_ok=True)
+        self._observe("ok")
         log.info("environment %s: built in %.1f s", key, time.monotonic() - started)
 
     def _install(self, target: Path, reqs: tuple[str, ...], python: str) -> str:

@@ -43,7 +43,7 @@ class Service:
         config.workspace.mkdir(parents=True, exist_ok=True)
         self.store = Store.from_url(config.database_url)
         self.metrics = Metrics()
-        environments = EnvironmentStore(config.workspace / "environments")
+        environments = EnvironmentStore(config.workspace / "environments", observe=self._environment_event)
         executors: dict[str, Executor] = {"python": PythonExecutor(environments, config.workspace / "runs")}
         self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits)
         board = MetadataBoard()
@@ -68,6 +68,12 @@ class Service:
         self._server: uvicorn.Server | None = None
         self._http: threading.Thread | None = None
         self._recovered = False
+
+    def _environment_event(self, event: str) -> None:
+        if event == "hit":
+            self.metrics.env_cache_hit()
+        else:
+            self.metrics.env_build(event)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

@@ -269,3 +269,7 @@ def test_real_prometheus_scrapes_the_service(tmp_path: Path, running: list[Servi
             return found if found == {s.value: float(n) for s, n in expected.items()} else None
 
         wait_for(counts, 60, f"Prometheus to report {expected}")
+        builds = prometheus_query(prometheus, "peach_environment_builds_total")
+        assert [(b["metric"]["result"], b["value"][1]) for b in builds] == [("ok", "1")]
+        hits = prometheus_query(prometheus, "peach_environment_cache_hits_total")
+        assert float(hits[0]["value"][1]) >= 3
