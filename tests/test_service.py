@@ -14,7 +14,7 @@ from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.service import Service
 from tests.backends import create_database, drop_database, prometheus_query, prometheus_server, wait_for
-from tests.orgs import FAIL, QUICK, SLOW, commit, org_repo, tasks_files, write_config
+from tests.orgs import FAIL, QUICK, SLOW, SPEC_RUN_FIELDS, commit, org_repo, tasks_files, write_config
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -215,20 +215,7 @@ def test_http_api(tmp_path: Path, running: list[Service]) -> None:
     assert {t["task"]: t["state"] for t in tasks}["hang"] == "RUNNING"
     page = json.loads(http(service, "/api/v1/runs?codops=alpha&task=hang&limit=1")[2])
     assert page["runs"][0]["id"] == hang.id
-    assert set(page["runs"][0]) >= {
-        "id",
-        "codops",
-        "task",
-        "loop",
-        "executor",
-        "version",
-        "status",
-        "started_at",
-        "finished_at",
-        "duration_seconds",
-        "outcome",
-        "application_id",
-    }
+    assert set(page["runs"][0]) >= SPEC_RUN_FIELDS
     assert http(service, "/api/v1/runs/r-nope")[0] == 404
     openapi = json.loads(http(service, "/api/v1/openapi.json")[2])
     assert "/api/v1/runs/{run_id}/log" in openapi["paths"]
