@@ -8,8 +8,10 @@ so that a database restart costs nothing but a reconnect.
 """
 
 import logging
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +47,21 @@ def build_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(parsed, connect_args=connect_args, pool_timeout=SQLITE_BUSY_TIMEOUT)
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
+    _SQLITE_WRITERS[engine] = threading.RLock()
     return engine
+
+
+# SQLite has one writer at a time: this process's writers queue here, before taking a pooled connection,
+# instead of sleeping in SQLite's busy handler with a connection each (hundreds of loop threads would
+# exhaust the pool). The busy timeout still covers other processes (the CLI's ``trigger``).
+_SQLITE_WRITERS: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()
 
 
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """A connection whose transactions take the write lock up front on SQLite (no-op elsewhere)."""
-    with engine.connect() as connection:
+    lock = _SQLITE_WRITERS.get(engine) if engine.dialect.name == "sqlite" else None
+    with lock or nullcontext(), engine.connect() as connection:
         connection.execution_options(**{WRITE_OPTION: True})
         yield connection
 

@@ -9,8 +9,11 @@ goes on: no exception from one run reaches its loop.
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from executors.base import Execution, Executor, Outcome, RunRequest, Status
 from scheduler.definitions import LoopLimits, Task
@@ -86,16 +89,32 @@ def execute(
     except Exception as exc:  # a bug of ours must not take the loop down, nor leave the run RUNNING
         log.exception("run %s of %s: supervision failed", run.id, task.key)
         outcome = Outcome(Status.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
-    finished = runtime.store.finish_run(
-        run.id,
-        RunStatus(outcome.status.value),
-        outcome.summary,
-        error=outcome.error,
-        application_id=outcome.application_id,
+    finished = _persist(
+        lambda: runtime.store.finish_run(
+            run.id,
+            RunStatus(outcome.status.value),
+            outcome.summary,
+            error=outcome.error,
+            application_id=outcome.application_id,
+        ),
+        f"run {run.id}: recording its end",
     )
     runtime.metrics.run_finished(finished)
     log.info("run %s of %s: %s (%s)", run.id, task.key, finished.status, finished.outcome)
     return finished
+
+
+def _persist(write: Callable[[], Run], what: str, attempts: int = 8) -> Run:
+    """Retry a write that must not be lost (a run left RUNNING would wait for a restart to be closed)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except SQLAlchemyError:
+            if attempt == attempts:
+                raise
+            log.warning("%s failed (attempt %d of %d); retrying", what, attempt, attempts, exc_info=True)
+            time.sleep(min(30.0, 0.5 * 2**attempt))  # back off: the database is overloaded or restarting
+    raise AssertionError("unreachable")
 
 
 def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: str | None) -> Outcome:

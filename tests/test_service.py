@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from scheduler.config import load_config
 from scheduler.models import RunStatus
@@ -154,6 +155,26 @@ def test_metadata_loop_takes_organisations_in_turn(tmp_path: Path) -> None:
             "alpha/m3",
         ]
         assert {r.loop for r in runs} == {"metadata"}
+    finally:
+        service.close()
+
+
+def test_closing_a_run_survives_database_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = org_repo(tmp_path, "alpha", {"ok": (QUICK, {})})
+    service = service_for(tmp_path, {"alpha": repo})
+    real, failures = service.store.finish_run, [1, 1]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            failures.pop()
+            raise OperationalError("UPDATE runs ...", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "finish_run", flaky)
+    try:
+        [run] = service.once()
+        assert (run.status, failures) == (RunStatus.SUCCEEDED, [])
+        assert service.store.running_runs() == []
     finally:
         service.close()
 
