@@ -10,7 +10,6 @@ from importlib import resources
 from pathlib import Path
 
 from scheduler import commands as service_commands
-from scheduler.config import load_config
 from scheduler.definitions import Definitions, load_definitions
 from scheduler.errors import ConfigError
 
@@ -87,6 +86,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _config_show(args: argparse.Namespace) -> int:
     try:
+        from scheduler.config import load_config  # lazily: validate does not need it
+
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"peach-scheduler config: {exc}", file=sys.stderr)

@@ -13,13 +13,16 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scheduler.config import Config, load_config
 from scheduler.errors import ConfigError, PeachError
-from scheduler.models import RunStatus
-from scheduler.records import Run
-from scheduler.state import Store
+
+if TYPE_CHECKING:  # imported when a command needs them (SQLAlchemy, pydantic settings), so that
+    from scheduler.config import Config  # `peach-scheduler validate` in task authors' CI stays fast
+    from scheduler.records import Run
+    from scheduler.state import Store
+
+STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "KILLED", "LOST")  # scheduler.models.RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     runs = command("runs", _runs, "list runs, newest first", "List runs, newest first.")
     runs.add_argument("--codops")
     runs.add_argument("--task")
-    runs.add_argument("--status", choices=[s.value for s in RunStatus])
+    runs.add_argument("--status", choices=STATUSES)
     runs.add_argument("--limit", type=int, default=20, help="default 20, at most 500")
     runs.add_argument("--before", metavar="RUN_ID", help="the page after this run")
     runs.add_argument("--json", action="store_true", help="print a JSON array of run objects")
@@ -96,15 +99,19 @@ def _guarded(handler: Any, args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace) -> "Config":
+    from scheduler.config import load_config
+
     return load_config(args.config)
 
 
-def _store(args: argparse.Namespace) -> Store:
+def _store(args: argparse.Namespace) -> "Store":
+    from scheduler.state import Store
+
     return Store.from_url(_config(args).database_url)
 
 
-def _run(args: argparse.Namespace, config: Config | None = None) -> int:
+def _run(args: argparse.Namespace, config: "Config | None" = None) -> int:
     from scheduler.logs import configure_logging
     from scheduler.service import Service, install_signal_handlers
 
@@ -136,8 +143,7 @@ def _demo(args: argparse.Namespace) -> int:
         create_sample(repo)
         print(f"created the sample organisation repository {repo}")
     os.environ["PEACH_WORKSPACE"] = str(workspace)
-    config = load_config(args.config)
-    return _run(args, config)
+    return _run(args, _config(args))
 
 
 def _once(args: argparse.Namespace) -> int:
@@ -151,7 +157,7 @@ def _once(args: argparse.Namespace) -> int:
     finally:
         service.close()
     _print_runs(runs, args.json)
-    return EXIT_OK if all(run.status is RunStatus.SUCCEEDED for run in runs) else EXIT_FAILED
+    return EXIT_OK if all(run.status == "SUCCEEDED" for run in runs) else EXIT_FAILED
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -176,6 +182,8 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from scheduler.models import RunStatus
+
     status = RunStatus(args.status) if args.status else None
     runs = _store(args).list_runs(
         codops=args.codops, task=args.task, status=status, limit=args.limit, before=args.before
@@ -197,7 +205,7 @@ def _logs(args: argparse.Namespace) -> int:
             offset += len(chunk)
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
-        if not args.follow or run.status is not RunStatus.RUNNING:
+        if not args.follow or run.status != "RUNNING":
             return EXIT_OK
         time.sleep(0.5)  # polling a file another process appends to
         run = store.get_run(args.run_id)
@@ -212,7 +220,7 @@ def _trigger(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_runs(runs: Iterable[Run], as_json: bool) -> None:
+def _print_runs(runs: Iterable["Run"], as_json: bool) -> None:
     rows = [run.as_dict() for run in runs]
     if as_json:
         print(json.dumps(rows, indent=2))
