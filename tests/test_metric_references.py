@@ -1,0 +1,166 @@
+"""Every PromQL expression of the dashboard and the alert rules refers only to metrics and labels the
+scheduler exports.
+
+Two checks: against the static catalogue ``tests.promql.EXPORTED`` (runs now), and against the
+exposition text of the real ``scheduler.metrics`` module after recording sample runs (skipped only while
+that module cannot be imported). Point ``live_exposition`` at a running service's ``/metrics`` to check
+a live process the same way.
+"""
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploytools import DASHBOARD, RULES, run, tool
+from tests.promql import (
+    EXPORTED,
+    LABEL_VALUES,
+    PromQLError,
+    exposition_catalogue,
+    plain,
+    problems,
+    references,
+)
+
+LEGEND = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+ANNOTATION = re.compile(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)")
+LABEL_VALUES_QUERY = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\)$")
+
+
+def queries() -> Iterator[tuple[str, str, list[str]]]:
+    """(where, expr, labels shown from its result) for every query of the dashboard and the rules."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            where = f"dashboard panel {panel['title']!r} {target['refId']}"
+            yield where, target["expr"], LEGEND.findall(target.get("legendFormat", ""))
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            match = LABEL_VALUES_QUERY.match(variable["query"])
+            assert match, f"variable {variable['name']}: not a label_values() query"
+            yield f"variable ${variable['name']}", match["selector"], [match["label"]]
+    for group in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]:
+        for rule in group["rules"]:
+            shown = ANNOTATION.findall(" ".join(rule.get("annotations", {}).values()))
+            yield f"alert {rule['alert']}", rule["expr"], shown
+
+
+def all_problems(
+    catalogue: Mapping[str, frozenset[str]], label_values: Mapping[str, frozenset[str]]
+) -> list[str]:
+    return [
+        f"{where}: {problem}"
+        for where, expr, shown in queries()
+        for problem in problems(expr, catalogue, label_values, shown)
+    ]
+
+
+def test_queries_use_only_exported_metrics_and_labels() -> None:
+    assert len(list(queries())) > 30
+    assert all_problems(EXPORTED, LABEL_VALUES) == []
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses every dashboard query (as recording rules, Grafana's intervals made concrete)."""
+    rules = [
+        {"record": f"peach:dashboard_query_{i}", "expr": plain(expr)}
+        for i, (where, expr, _) in enumerate(queries())
+        if where.startswith("dashboard")
+    ]
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    proc = run(tool("promtool"), "check", "rules", path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("expr", "shown", "expected"),
+    [
+        ("rate(peach_run_total[5m])", [], "metric peach_run_total is not exported"),
+        ('peach_runs_total{org="x"}', [], "has no label 'org'"),
+        ('peach_runs_total{status="FAILURE"}', [], "never has the value 'FAILURE'"),
+        ('peach_runs_total{status=~"FAILED|TIMEOUT"}', [], "never has the value 'TIMEOUT'"),
+        ("sum by (task) (peach_running_tasks)", [], "label 'task' (by/on/...)"),
+        ("sum(peach_running_tasks)", ["task"], "label 'task' (legend/annotation)"),
+        ("rat(peach_runs_total[5m])", [], "unknown function 'rat'"),
+        ("peach_runs_total > threshold", [], "metric threshold is not exported"),
+        ("vector(1)", [], "no metric"),
+    ],
+)
+def test_the_checker_catches_mistakes(expr: str, shown: list[str], expected: str) -> None:
+    found = problems(expr, EXPORTED, LABEL_VALUES, shown)
+    assert any(expected in problem for problem in found), found
+
+
+def test_extractor_reads_selectors_and_grouping() -> None:
+    refs = references(
+        "histogram_quantile(0.95, sum by (le, codops) ("
+        'rate(peach_run_duration_seconds_bucket{codops=~"$codops"}[$__rate_interval])))'
+        " > on (codops) group_left peach_validation_errors offset 5m"
+    )
+    assert [(s.metric, s.matchers) for s in refs.selectors] == [
+        ("peach_run_duration_seconds_bucket", [("codops", "=~", "$codops")]),
+        ("peach_validation_errors", []),
+    ]
+    assert refs.grouping == {"le", "codops"}
+    with pytest.raises(PromQLError):
+        references("peach_runs_total{codops=chrts}")
+
+
+# -- against the real metrics module ------------------------------------------------------------------
+
+
+def live_exposition() -> str:
+    """Exposition text of ``scheduler.metrics`` after a few sample runs, loop passes, syncs and builds."""
+    metrics = pytest.importorskip("scheduler.metrics", reason="scheduler.metrics arrives with issue 5")
+    from scheduler.taskspec import Executor
+
+    run_status: Any = metrics.RunStatus
+    registry = metrics.Metrics(clock=lambda: 1_800_000_000.0)
+    finished = datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
+    final = [status for status in run_status if status.final]
+    for i, status in enumerate(final):
+        for executor in Executor:
+            sample = SimpleNamespace(
+                id=f"run-{i}-{executor.value}",
+                codops="chrts",
+                task=f"task_{i}",
+                loop="chrts" if executor is Executor.SPARK else "metadata",
+                executor=executor,
+                status=status,
+                duration_seconds=12.5 * (i + 1),
+                finished_at=finished,
+            )
+            registry.run_started(sample)
+            registry.run_finished(sample)
+    registry.run_started(
+        SimpleNamespace(id="running", codops="sesr", task="t", loop="sesr", executor=Executor.PYTHON)
+    )
+    registry.loop_pass("chrts", 42.0)
+    registry.loop_pass("metadata", 3.0)
+    registry.sync_result("chrts", True)
+    registry.sync_result("sesr", False)
+    registry.validation_errors("chrts", 2)
+    registry.env_build("ok")
+    registry.env_build("failed")
+    registry.env_cache_hit()
+    text: str = registry.render().decode()
+    return text
+
+
+def test_live_metrics_export_everything_the_queries_use() -> None:
+    catalogue, values = exposition_catalogue(live_exposition())
+    live_values = {label: frozenset(values.get(label, ())) for label in LABEL_VALUES}
+    assert all_problems(catalogue, live_values) == []
+    # The static catalogue is exactly what the module exports for these series, labels included.
+    assert {name: catalogue.get(name) for name in EXPORTED} == dict(EXPORTED)
+    for label, expected in LABEL_VALUES.items():
+        assert expected <= values[label], label
