@@ -183,6 +183,7 @@ def test_security_context_non_root_read_only_with_writable_tmp() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert env(objects)["HOME"] == "/tmp"
+    assert env(objects)["XDG_CACHE_HOME"] == "/var/lib/peach/.cache"  # on the workspace volume
 
 
 def test_config_workspace_and_hadoop_mounts() -> None:
@@ -334,10 +335,18 @@ def test_service_monitor_scrapes_the_service_port() -> None:
 
 
 def test_prometheus_rule_ships_the_deploy_rules(tmp_path: Path) -> None:
+    deploy_rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    alone = render_chart({"prometheusRule": {"enabled": True}})
+    assert one(alone, "PrometheusRule")["spec"] == deploy_rules
     objects = render_chart(files=ALL_FEATURES)
     rule = one(objects, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "prometheus"
-    assert rule["spec"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    # Next to the chart's ServiceMonitor, "scheduler down" matches this release's job and namespace only.
+    exact = 'job="peach-peach-scheduler", namespace="data"'
+    expected = yaml.safe_load(RULES.read_text(encoding="utf-8").replace('job=~".*peach-scheduler.*"', exact))
+    assert rule["spec"] == expected != deploy_rules
+    exprs = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert exprs["PeachSchedulerAbsent"].strip() == f"absent(up{{{exact}}})"
     rendered = tmp_path / "rules.yaml"  # what the operator's Prometheus will load
     rendered.write_text(yaml.safe_dump(rule["spec"]), encoding="utf-8")
     proc = run(tool("promtool"), "check", "rules", rendered)
