@@ -3,22 +3,21 @@ scheduler exports.
 
 Two checks: against the static catalogue ``tests.promql.EXPORTED`` (runs now), and against the
 exposition text of the real ``scheduler.metrics`` module after recording sample runs (skipped only while
-that module cannot be imported). Point ``live_exposition`` at a running service's ``/metrics`` to check
-a live process the same way.
+that module cannot be imported). To check a running service, feed its ``/metrics`` text to
+``exposition_catalogue`` the same way; tests/test_prometheus_queries.py also runs every query on a real
+Prometheus.
 """
 
 import json
 import re
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import yaml
 
 from tests.deploytools import DASHBOARD, RULES, run, tool
+from tests.metric_samples import LiveSamples, static_exposition
 from tests.promql import (
     EXPORTED,
     LABEL_VALUES,
@@ -118,46 +117,14 @@ def test_extractor_reads_selectors_and_grouping() -> None:
 # -- against the real metrics module ------------------------------------------------------------------
 
 
-def live_exposition() -> str:
-    """Exposition text of ``scheduler.metrics`` after a few sample runs, loop passes, syncs and builds."""
-    metrics = pytest.importorskip("scheduler.metrics", reason="scheduler.metrics arrives with issue 5")
-    from scheduler.taskspec import Executor
-
-    run_status: Any = metrics.RunStatus
-    registry = metrics.Metrics(clock=lambda: 1_800_000_000.0)
-    finished = datetime(2027, 1, 15, 12, 0, tzinfo=UTC)
-    final = [status for status in run_status if status.final]
-    for i, status in enumerate(final):
-        for executor in Executor:
-            sample = SimpleNamespace(
-                id=f"run-{i}-{executor.value}",
-                codops="chrts",
-                task=f"task_{i}",
-                loop="chrts" if executor is Executor.SPARK else "metadata",
-                executor=executor,
-                status=status,
-                duration_seconds=12.5 * (i + 1),
-                finished_at=finished,
-            )
-            registry.run_started(sample)
-            registry.run_finished(sample)
-    registry.run_started(
-        SimpleNamespace(id="running", codops="sesr", task="t", loop="sesr", executor=Executor.PYTHON)
-    )
-    registry.loop_pass("chrts", 42.0)
-    registry.loop_pass("metadata", 3.0)
-    registry.sync_result("chrts", True)
-    registry.sync_result("sesr", False)
-    registry.validation_errors("chrts", 2)
-    registry.env_build("ok")
-    registry.env_build("failed")
-    registry.env_cache_hit()
-    text: str = registry.render().decode()
-    return text
+def test_static_samples_follow_the_catalogue() -> None:
+    catalogue, values = exposition_catalogue(static_exposition(1))
+    assert catalogue == dict(EXPORTED)
+    assert all_problems(catalogue, {k: frozenset(v) for k, v in values.items()}) == []
 
 
 def test_live_metrics_export_everything_the_queries_use() -> None:
-    catalogue, values = exposition_catalogue(live_exposition())
+    catalogue, values = exposition_catalogue(LiveSamples().tick())
     live_values = {label: frozenset(values.get(label, ())) for label in LABEL_VALUES}
     assert all_problems(catalogue, live_values) == []
     # The static catalogue is exactly what the module exports for these series, labels included.
