@@ -77,7 +77,7 @@ def test_slim_python_311_base_with_java_git_and_tini() -> None:
 def test_locked_hash_checked_install() -> None:
     runs = [arg for keyword, arg in final_stage() if keyword == "RUN"]
     assert any("--require-hashes -r /tmp/requirements.lock" in arg for arg in runs)
-    assert any("--no-deps /wheels/*.whl" in arg for arg in runs)
+    assert any("--no-deps /wheels/*.whl && pip check" in arg for arg in runs)
     copies = [arg for keyword, arg in final_stage() if keyword == "COPY"]
     assert "deploy/requirements.lock /tmp/requirements.lock" in copies
 

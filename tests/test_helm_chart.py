@@ -103,6 +103,8 @@ def test_values_schema_rejects_typos_and_chart_owned_keys() -> None:
     assert "workspace" in render_error({"config": {"workspace": "/elsewhere"}})
     assert "deploy_mode" in render_error({"config": {"spark": {"deploy_mode": "yarn"}}})
     assert "timeout" in render_error({"config": {"loops": {"timeout": "one hour"}}})
+    assert "organisations" in render_error({"config": {"organisations": {"metadata": {}}}})  # reserved
+    assert "organisations" in render_error({"config": {"organisations": {"Chrts": {}}}})
 
 
 # -- labels -------------------------------------------------------------------------------------------
@@ -175,6 +177,7 @@ def test_security_context_non_root_read_only_with_writable_tmp() -> None:
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False  # no PEACH_*_PORT variables from Services named peach-*
     c = container(objects)
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
@@ -379,10 +382,22 @@ def test_chart_files_are_links_to_deploy_not_copies() -> None:
 
 @pytest.mark.parametrize("values", SCENARIOS, ids=SCENARIO_IDS)
 def test_rendered_config_loads_in_the_scheduler(values: Path | None, tmp_path: Path) -> None:
+    """The ConfigMap's file, with the pod's environment (Secrets filled with samples), is a valid
+    operator configuration for the scheduler's own loader."""
     config_module = pytest.importorskip("scheduler.config", reason="scheduler.config arrives with issue 3")
     objects = render_chart(files=(values,) if values else ())
     path = tmp_path / "config.yaml"
-    path.write_text(one(objects, "ConfigMap")["data"]["config.yaml"], encoding="utf-8")
-    loaded = config_module.load_config(path, environ={})
+    path.write_text(yaml.safe_dump(config(objects)), encoding="utf-8")
+    database = "postgresql+psycopg://peach:secret@db.example.org:5432/peach"
+    secrets = {"PEACH_STATE_URL": database}
+    environ = {
+        name: value if isinstance(value, str) else secrets.get(name, "sample-secret")
+        for name, value in env(objects).items()
+    }
+    loaded = config_module.load_config(path, environ=environ)
     assert str(loaded.workspace) == "/var/lib/peach"
     assert loaded.http.port == 8080 and loaded.http.host == ALL_INTERFACES
+    if "PEACH_STATE_URL" in environ:
+        assert loaded.database_url == database
+    else:
+        assert loaded.database_url == "sqlite:////var/lib/peach/state.db"
