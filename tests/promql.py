@@ -139,6 +139,10 @@ _TOKEN = re.compile(
 )
 
 
+# A Grafana query variable: label_values(<selector>, <label>).
+LABEL_VALUES_QUERY = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\)$")
+
+
 class PromQLError(ValueError):
     pass
 

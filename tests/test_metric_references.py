@@ -21,6 +21,7 @@ from tests.metric_samples import LiveSamples, static_exposition
 from tests.promql import (
     EXPORTED,
     LABEL_VALUES,
+    LABEL_VALUES_QUERY,
     PromQLError,
     exposition_catalogue,
     plain,
@@ -30,7 +31,6 @@ from tests.promql import (
 
 LEGEND = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 ANNOTATION = re.compile(r"\$labels\.([A-Za-z_][A-Za-z0-9_]*)")
-LABEL_VALUES_QUERY = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\)$")
 
 
 def queries() -> Iterator[tuple[str, str, list[str]]]:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.deploytools import DASHBOARD, RULES, tool
 from tests.metric_samples import CODOPS, LiveSamples, static_exposition
-from tests.test_metric_references import LABEL_VALUES_QUERY
+from tests.promql import LABEL_VALUES_QUERY
 
 # Grafana's variables as a user choosing one organisation and all its tasks would have them.
 GRAFANA = {"$codops": CODOPS, "$task": ".*", "$__rate_interval": "30s", "$__range": "1m"}
