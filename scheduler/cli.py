@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from scheduler import commands as service_commands
+from scheduler.config import load_config
 from scheduler.definitions import Definitions, load_definitions
-from scheduler.durations import format_duration
+from scheduler.errors import ConfigError
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -50,16 +52,49 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print machine-readable results")
     validate.set_defaults(handler=_validate)
 
-    demo = commands.add_parser(
-        "demo",
-        help="create the sample organisation repository and show its tasks",
-        description="Creates a git repository with sample tasks under the workspace and validates it.",
+    config = commands.add_parser(
+        "config",
+        help="inspect the operator configuration",
+        description="Inspect the operator configuration (see the README's 'Operator configuration').",
     )
-    demo.add_argument(
-        "--workspace", type=Path, default=Path("peach-workspace"), help="default: ./peach-workspace"
+    config.set_defaults(handler=lambda _args: _usage(config))
+    config_commands = config.add_subparsers(title="commands", metavar="COMMAND")
+    show = config_commands.add_parser(
+        "show",
+        help="print the effective configuration, secrets masked",
+        description="Print the configuration after defaults, PEACH_* overrides and path resolution. "
+        "Passwords are masked. Exit 0, or 1 when the configuration is invalid.",
     )
-    demo.set_defaults(handler=_demo)
+    show.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="operator configuration file (default: $PEACH_CONFIG, else the embedded default)",
+    )
+    show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    show.set_defaults(handler=_config_show)
+
+    service_commands.register(commands)
+    for name, sub in commands.choices.items():
+        sub.set_defaults(command_name=name)
     return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"peach-scheduler config: {exc}", file=sys.stderr)
+        return EXIT_ERRORS
+    print(
+        json.dumps(config.public(), indent=2) if args.json else config.show(), end="\n" if args.json else ""
+    )
+    return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -112,26 +147,8 @@ def _summary(result: Definitions) -> str:
     )
 
 
-def _demo(args: argparse.Namespace) -> int:
-    repo = args.workspace / "sample-repo"
-    if not repo.exists():
-        _create_sample(repo)
-        print(f"created sample organisation repository {repo}")
-    result = load_definitions(repo, allowed_codops=["default"])
-    for problem in result.problems:
-        print(problem)
-    print(f"{'CODOPS':<10} {'TASK':<18} {'LOOP':<10} {'EXECUTOR':<9} {'TIMEOUT':<8} CODE")
-    for task in result.tasks:
-        timeout = format_duration(task.definition.timeout) if task.definition.timeout else "loop"
-        print(
-            f"{task.codops:<10} {task.name:<18} {task.loop:<10} {task.executor.value:<9} "
-            f"{timeout:<8} {task.code.origin}"
-        )
-    print(_summary(result))
-    return EXIT_ERRORS if result.errors else EXIT_OK
-
-
-def _create_sample(repo: Path) -> None:
+def create_sample(repo: Path) -> None:
+    """A git repository with the bundled sample tasks, committed on ``master``."""
     sample = resources.files("scheduler") / "sample"
     with resources.as_file(sample) as source:
         shutil.copytree(source, repo)

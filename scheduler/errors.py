@@ -33,3 +33,42 @@ class ExtractionError(PeachError, ValueError):
         where += [f"cell {self.cell}"] if self.cell else []
         where += [f"line {self.line}"] if self.line else []
         return ": ".join([", ".join(where), self.message]) if where else self.message
+
+
+class SyncError(PeachError, RuntimeError):
+    """A repository could not be brought to its remote branch head (unreachable, branch gone, refused)."""
+
+
+class SyncTimeoutError(SyncError, TimeoutError):
+    """A git operation on a repository took longer than its limit and was killed."""
+
+
+class EnvironmentBuildError(PeachError, RuntimeError):
+    """A task's Python environment could not be built (or is waiting out its backoff after a failure).
+
+    ``details`` holds the builder's full output; ``retry_at`` the wall-clock time of the next attempt.
+    """
+
+    def __init__(self, message: str, details: str = "", retry_at: float | None = None) -> None:
+        super().__init__(message)
+        self.message, self.details, self.retry_at = message, details, retry_at
+
+
+class ExecutionError(PeachError, RuntimeError):
+    """A run could not be started or supervised (not a task failure: those are outcomes)."""
+
+
+class StateError(PeachError, RuntimeError):
+    """The state store refused a change (e.g. finishing a run that is not running)."""
+
+
+class AlreadyRunning(StateError):
+    """The task already has a RUNNING run: never two concurrent runs of one task."""
+
+
+class RunNotFound(PeachError, LookupError):
+    """No run has this id."""
+
+
+class TaskNotFound(PeachError, LookupError):
+    """No (current) task has this codops and name."""

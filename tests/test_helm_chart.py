@@ -273,10 +273,17 @@ def test_checksum_rolls_the_pod_on_config_changes_only() -> None:
 def test_termination_grace_matches_the_drain() -> None:
     objects = render_chart({"gracefulStop": {"drainSeconds": 1200, "marginSeconds": 45}})
     assert pod_spec(objects)["terminationGracePeriodSeconds"] == 1245
-    assert env(objects)["PEACH_STOP_GRACE"] == "1200s"
+    assert config(objects)["loops"]["drain"] == "1200s"
     default = render_chart()
     assert pod_spec(default)["terminationGracePeriodSeconds"] == 330
-    assert env(default)["PEACH_STOP_GRACE"] == "300s"
+    assert config(default)["loops"] == {
+        "timeout": "1h",
+        "metadata_timeout": "5m",
+        "pause": "30s",
+        "metadata_parallel": 1,
+        "drain": "300s",
+    }
+    assert "drain" in render_error({"config": {"loops": {"drain": "10m"}}})  # chart-owned
 
 
 def test_resources_unset_by_default() -> None:
@@ -397,6 +404,9 @@ def test_rendered_config_loads_in_the_scheduler(values: Path | None, tmp_path: P
     loaded = config_module.load_config(path, environ=environ)
     assert str(loaded.workspace) == "/var/lib/peach"
     assert loaded.http.port == 8080 and loaded.http.host == ALL_INTERFACES
+    drain = 900 if values and values.name.startswith("all-features") else 300
+    assert loaded.loops.drain == drain
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
     if "PEACH_STATE_URL" in environ:
         assert loaded.database_url == database
     else:

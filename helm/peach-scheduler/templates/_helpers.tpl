@@ -81,9 +81,9 @@ The PersistentVolumeClaim holding the workspace (checkouts, environments, run lo
 {{- end }}
 
 {{/*
-The operator configuration file (SPEC §3) rendered from values. The chart owns workspace, state_url and
-http (they must agree with the mounts, the Service and the Secrets below); everything else comes from
-.Values.config as written. Without an external database the state is SQLite in the workspace volume;
+The operator configuration file (SPEC §3) rendered from values. The chart owns workspace, state_url,
+http (they must agree with the mounts, the Service and the Secrets below) and loops.drain (it must agree
+with terminationGracePeriodSeconds); everything else comes from .Values.config as written. Without an external database the state is SQLite in the workspace volume;
 with one, PEACH_STATE_URL (from a Secret) overrides state_url and no URL is written here.
 */}}
 {{- define "peach-scheduler.config" -}}
@@ -95,10 +95,10 @@ http:
   host: 0.0.0.0
   port: {{ .Values.service.targetPort }}
   api_token_env: {{ .Values.apiToken.envName }}
-{{- $config := omit .Values.config "workspace" "state_url" "http" }}
-{{- with $config }}
-{{ toYaml . }}
-{{- end }}
+{{- $config := omit .Values.config "workspace" "state_url" "http" "loops" }}
+{{- $loops := merge (dict "drain" (printf "%ds" (int .Values.gracefulStop.drainSeconds))) (.Values.config.loops | default dict) }}
+{{- $_ := set $config "loops" $loops }}
+{{ toYaml $config }}
 {{- end }}
 
 {{/*

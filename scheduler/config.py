@@ -1,0 +1,387 @@
+"""The operator configuration (SPEC §3): one YAML file, typed, with documented defaults.
+
+``load_config`` reads the file named by ``--config`` or ``PEACH_CONFIG`` (or takes the embedded default),
+applies ``PEACH_*`` environment overrides, resolves relative paths against the file's directory, and
+raises ``ConfigError`` naming the file, line and key path of every problem. Secrets are never printed:
+credentials are only *references* (an environment variable or a file), the state database URL is a
+``SecretStr`` whose password ``show()`` masks, and Spark ``conf`` values that look secret are masked too.
+"""
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from scheduler.definitions import LoopLimits
+from scheduler.durations import format_duration
+from scheduler.errors import ConfigError
+from scheduler.taskspec import Seconds, codops_problem
+from scheduler.yamlfile import YamlError, load_bytes
+
+CONFIG_ENV = "PEACH_CONFIG"
+DEFAULT_WORKSPACE = "peach-workspace"
+DEFAULT_ORGANISATION = "default"
+DEFAULT_TOKEN_USER = "oauth2"  # noqa: S105 (a user name) -- what GitLab wants with a token; GitHub and others accept any user name
+# Spark's own default for spark.redaction.regex: conf values whose key matches are never shown.
+SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]key|credential")
+MASK = "**********"
+
+# PEACH_* variables that override one key each; they win over the file.
+ENVIRONMENT: Mapping[str, tuple[str, ...]] = {
+    "PEACH_WORKSPACE": ("workspace",),
+    "PEACH_STATE_URL": ("state_url",),
+    "PEACH_HTTP_HOST": ("http", "host"),
+    "PEACH_HTTP_PORT": ("http", "port"),
+    "PEACH_LOOP_TIMEOUT": ("loops", "timeout"),
+    "PEACH_METADATA_TIMEOUT": ("loops", "metadata_timeout"),
+    "PEACH_LOOP_PAUSE": ("loops", "pause"),
+    "PEACH_SPARK_SUBMIT": ("spark", "submit"),
+    "PEACH_SPARK_MASTER": ("spark", "master"),
+    "PEACH_SPARK_DEPLOY_MODE": ("spark", "deploy_mode"),
+    "PEACH_YARN_RESOURCEMANAGERS": ("yarn", "resourcemanagers"),  # comma-separated
+    "PEACH_GIT_TIMEOUT": ("git", "timeout"),
+}
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRANCH = re.compile(r"(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]+(?<![/.])")
+_MEMORY = re.compile(r"\d+[kmgt]?", re.IGNORECASE)
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not an environment variable name")
+    return value
+
+
+def _memory(value: str) -> str:
+    if not _MEMORY.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Spark memory size like 512m or 4g")
+    return value.lower()
+
+
+def _codops(value: str) -> str:
+    why = codops_problem(value)
+    if why:
+        raise ValueError(why)
+    return value
+
+
+EnvName = Annotated[StrictStr, AfterValidator(_env_name)]
+Memory = Annotated[StrictStr, AfterValidator(_memory)]
+Codops = Annotated[StrictStr, AfterValidator(_codops)]
+Count = Annotated[int, Field(strict=True, gt=0)]
+
+
+def _base(info: ValidationInfo) -> Path:
+    return Path((info.context or {}).get("base", "."))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HttpSettings(_Model):
+    """The one port for the API, the dashboard and ``/metrics``."""
+
+    host: StrictStr = "127.0.0.1"  # the Helm chart sets 0.0.0.0
+    port: int = Field(8080, ge=0, le=65535)
+    api_token_env: EnvName = "PEACH_API_TOKEN"  # noqa: S105 (a variable name) bearer token for trigger/kill, by reference
+
+
+class LoopSettings(_Model):
+    timeout: Seconds = 3600.0  # per-organisation loops
+    metadata_timeout: Seconds = 300.0  # the shared metadata loop
+    pause: Seconds = 30.0  # minimum pause between two passes of a loop
+    metadata_parallel: int = Field(1, ge=1, le=64)  # metadata runs at once (organisations taken in turn)
+    drain: Seconds = 60.0  # on SIGTERM, how long running runs may finish before they are killed
+
+    @property
+    def limits(self) -> LoopLimits:
+        return LoopLimits(codops=self.timeout, metadata=self.metadata_timeout)
+
+
+class SparkSettings(_Model):
+    submit: StrictStr = "spark-submit"  # a command on PATH, or a path (relative to the config file)
+    master: StrictStr = "local[*]"
+    deploy_mode: Literal["client", "cluster"] = "client"
+    python: StrictStr | None = None  # interpreter path on the cluster nodes; None: the environment's
+    conf: dict[StrictStr, StrictStr | StrictBool | int | float] = Field(default_factory=dict, repr=False)
+
+    @field_validator("submit")
+    @classmethod
+    def _submit_path(cls, value: str, info: ValidationInfo) -> str:
+        return str(_base(info) / value) if "/" in value else value
+
+
+class YarnSettings(_Model):
+    resourcemanagers: tuple[StrictStr, ...] = ()  # several for ResourceManager HA
+
+    @field_validator("resourcemanagers")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+                raise ValueError(f"{redact_url(url)!r} is not an http(s) ResourceManager address")
+        return tuple(url.rstrip("/") for url in value)
+
+
+class GitSettings(_Model):
+    timeout: Seconds = 120.0  # every git operation is killed after this long
+
+
+class Resources(_Model):
+    """An organisation's Spark resource profile."""
+
+    executors: Count = 2
+    executor_cores: Count = 1
+    executor_memory: Memory = "2g"
+    driver_memory: Memory = "1g"
+
+
+class Repository(_Model):
+    """One git repository of an organisation. Credentials only by reference: at most one of
+    ``token_env``, ``token_file``, ``password_env``, ``password_file`` (passwords need ``username``)."""
+
+    url: StrictStr  # https://, git://, ssh:// or a local path (relative to the config file)
+    branch: StrictStr = "master"
+    username: StrictStr | None = None  # default with a token: oauth2
+    token_env: EnvName | None = None
+    token_file: Path | None = None
+    password_env: EnvName | None = None
+    password_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _no_inline_secret(cls, value: str, info: ValidationInfo) -> str:
+        if "://" in value:
+            if urlsplit(value).password is not None:
+                raise ValueError("credentials must not be written in the URL; use token_env or token_file")
+            return value
+        if re.match(r"[^/]*:", value):  # scp-like ssh: git@host:org/repo.git
+            return value
+        return os.path.abspath(_base(info) / value)
+
+    @field_validator("branch")
+    @classmethod
+    def _branch_name(cls, value: str) -> str:
+        if not _BRANCH.fullmatch(value):
+            raise ValueError(f"{value!r} is not a branch name")
+        return value
+
+    @field_validator("token_file", "password_file")
+    @classmethod
+    def _relative_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else Path(os.path.abspath(_base(info) / value))
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "Repository":
+        given = [k for k in ("token_env", "token_file", "password_env", "password_file") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give at most one credential, not {' and '.join(given)}")
+        if given and given[0].startswith("password") and not self.username:
+            raise ValueError(f"{given[0]} needs a username")
+        return self
+
+    def credentials(self, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+        """(username, secret) read now from the environment or file, or None; raises ConfigError."""
+        environ = os.environ if environ is None else environ
+        name = self.token_env or self.password_env
+        if name:
+            if not environ.get(name):
+                raise ConfigError(f"environment variable {name} (credentials of {self.url}) is not set")
+            secret = environ[name]
+        elif self.token_file or self.password_file:
+            path = self.token_file or self.password_file
+            try:
+                secret = Path(str(path)).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read credentials file {path}: {exc.strerror}") from None
+        else:
+            return None
+        return (self.username or DEFAULT_TOKEN_USER, secret)
+
+
+class Organisation(_Model):
+    repositories: tuple[Repository, ...] = ()
+    queue: StrictStr  # YARN queue; defaults to the codops
+    resources: Resources = Resources()
+
+
+class Config(_Model):
+    """The effective operator configuration. ``None`` values mean the documented default."""
+
+    workspace: Path = Field(Path(DEFAULT_WORKSPACE), validate_default=True)  # checkouts, envs, run logs
+    state_url: SecretStr | None = None  # None: sqlite:///<workspace>/state.db
+    http: HttpSettings = HttpSettings()
+    loops: LoopSettings = LoopSettings()
+    spark: SparkSettings = SparkSettings()
+    yarn: YarnSettings = YarnSettings()
+    git: GitSettings = GitSettings()
+    organisations: dict[Codops, Organisation] = {}
+
+    @field_validator("workspace")
+    @classmethod
+    def _absolute_workspace(cls, value: Path, info: ValidationInfo) -> Path:
+        return Path(os.path.abspath(_base(info) / value))
+
+    @field_validator("state_url")
+    @classmethod
+    def _sqlite_relative(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        url = value.get_secret_value() if value else ""
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///":
+            return SecretStr("sqlite:///" + os.path.abspath(_base(info) / url.removeprefix("sqlite:///")))
+        return value
+
+    @field_validator("organisations", mode="before")
+    @classmethod
+    def _default_queues(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {k: {"queue": k, **v} if isinstance(v, dict) else v for k, v in value.items()}
+
+    @property
+    def database_url(self) -> str:
+        """The state database URL, with its password: never log or print it."""
+        if self.state_url is not None:
+            return self.state_url.get_secret_value()
+        return f"sqlite:///{self.workspace / 'state.db'}"
+
+    def show(self) -> str:
+        """The effective configuration as YAML, secrets masked: what ``config show`` prints."""
+        return yaml.safe_dump(self.public(), sort_keys=False, default_flow_style=False)
+
+    def public(self) -> dict[str, Any]:
+        """The effective configuration as plain data with every secret masked."""
+        data = self.model_dump(mode="json")
+        data["state_url"] = redact_url(self.database_url)
+        for section, key in (("loops", "timeout"), ("loops", "metadata_timeout"), ("loops", "pause")):
+            data[section][key] = format_duration(data[section][key])
+        data["git"]["timeout"] = format_duration(self.git.timeout)
+        data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
+        return data
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by a mask (``postgresql://peach:***@db/peach``)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}"
+        return urlunsplit(parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else "")))
+    except ValueError:
+        return MASK
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (else ``$PEACH_CONFIG``, else the embedded default) with ``PEACH_*`` overrides."""
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    if path is None:
+        return default_config(environ)
+    try:
+        doc = load_bytes(path.read_bytes())
+    except YamlError as exc:
+        raise ConfigError(f"{path}:{exc.line or 1}: {exc.message}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{path}:1: the configuration must be a mapping of keys")
+    return _build(doc.data, path.parent, environ, lambda loc: f"{path}:{doc.line_of(loc)}")
+
+
+def default_config(environ: Mapping[str, str] | None = None) -> Config:
+    """The embedded default: ``./peach-workspace``, local Spark, SQLite, and one organisation
+    ``default`` whose repository is the quick start's sample at ``<workspace>/sample-repo``."""
+    environ = os.environ if environ is None else environ
+    workspace = Path(os.path.abspath(environ.get("PEACH_WORKSPACE") or DEFAULT_WORKSPACE))
+    data = {
+        "workspace": str(workspace),
+        "spark": {"master": "local[*]", "deploy_mode": "client"},
+        "organisations": {DEFAULT_ORGANISATION: {"repositories": [{"url": str(workspace / "sample-repo")}]}},
+    }
+    return _build(data, Path.cwd(), environ, lambda loc: "embedded default configuration")
+
+
+def _build(data: dict[str, Any], base: Path, environ: Mapping[str, str], where: Any) -> Config:
+    overridden: dict[tuple[str, ...], str] = {}
+    for name, key in ENVIRONMENT.items():
+        if environ.get(name):
+            _set(data, key, _env_value(name, environ[name]))
+            overridden[key] = name
+    try:
+        return Config.model_validate(data, context={"base": base})
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = tuple(part for part in error["loc"] if part != "[key]")
+            dotted = ".".join(str(part) for part in loc) or "(top)"
+            env = next((n for k, n in overridden.items() if loc[: len(k)] == k), None)
+            origin = f"{env} ({dotted})" if env else f"{where(loc)}: {dotted}"
+            lines.append(f"{origin}: {_message(error)}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def _env_value(name: str, value: str) -> Any:
+    if name == "PEACH_YARN_RESOURCEMANAGERS":
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if name == "PEACH_WORKSPACE":
+        return os.path.abspath(value)  # relative to where the service starts, as usual for variables
+    if name == "PEACH_STATE_URL" and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(value.removeprefix("sqlite:///"))
+    return value
+
+
+def _set(data: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
+    for part in key[:-1]:
+        if not isinstance(data.get(part), dict):
+            data[part] = {}
+        data = data[part]
+    data[key[-1]] = value
+
+
+def _message(error: Any) -> str:
+    """pydantic's message, never its ``input`` (which may be a secret)."""
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {error['loc'][-1]!r}{_did_you_mean(error['loc'])}"
+    if error["type"] == "missing":
+        return "missing required key"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    containers: dict[str, type[BaseModel]] = {"organisations": Organisation, "repositories": Repository}
+    model: type[BaseModel] = Config
+    skip = False
+    for part in loc[:-1]:
+        if skip:  # the codops key or the list index under a container
+            skip = False
+        elif part in containers:
+            model, skip = containers[part], True
+        else:
+            field = model.model_fields.get(str(part))
+            annotation = field.annotation if field else None
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return ""
+            model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,243 @@
+"""Prometheus metrics of the scheduler (``/metrics``), in a registry built here, never at import.
+
+The loops call the small recording API (``run_started``, ``run_finished``, ``loop_pass``, ...); values
+that are cheap to compute at scrape time (running tasks, loop lag) come from a custom collector.
+Names start with ``peach_``; counters end in ``_total``, durations in ``_seconds``.
+
+Label cardinality is kept to what one scheduler of thousands of tasks can afford: per-task series are
+the run counter and two gauges; the duration histogram is per codops, loop and executor.
+"""
+
+import contextlib
+import re
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scheduler.models import RunStatus
+from scheduler.records import Run
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+RUN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600)
+PASS_DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def label(value: object) -> str:
+    """A label value: codops and task names are already safe; anything else is made so, bounded."""
+    text = _UNSAFE.sub("_", str(value))[:128]
+    return text or "_"
+
+
+class _Live(Collector):
+    """What the loops hold in memory, turned into gauges at scrape time."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, str, str]] = {}  # run id -> (codops, loop, executor)
+        self._pass_ends: dict[str, float] = {}
+
+    def started(self, run_id: str, labels: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._running[run_id] = labels
+
+    def finished(self, run_id: str) -> None:
+        with self._lock:
+            self._running.pop(run_id, None)
+
+    def pass_ended(self, loop: str, at: float) -> None:
+        with self._lock:
+            self._pass_ends[loop] = at
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            running = Tally(self._running.values())
+            pass_ends = dict(self._pass_ends)
+        now = self._clock()
+        tasks, lag = self._families()
+        for (codops, loop, executor), count in sorted(running.items()):
+            tasks.add_metric([codops, loop, executor], count)
+        for loop, ended in sorted(pass_ends.items()):
+            lag.add_metric([loop], max(now - ended, 0.0))
+        return [tasks, lag]
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "peach_running_tasks",
+                "Tasks running now, by organisation, loop and executor.",
+                labels=["codops", "loop", "executor"],
+            ),
+            GaugeMetricFamily(
+                "peach_loop_lag_seconds",
+                "Seconds since the loop last completed a pass (grows when a pass is slow or stuck).",
+                labels=["loop"],
+            ),
+        ]
+
+
+class _WithoutCreated:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():  # fresh Metric objects on every collect
+            family.samples = [sample for sample in family.samples if not sample.name.endswith("_created")]
+            yield family
+
+
+class Metrics:
+    """Every scheduler metric, in ``registry`` (a new ``CollectorRegistry`` unless one is given)."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._clock = clock
+        r = self.registry
+        run_labels = ["codops", "task", "loop", "executor", "status"]
+        self.runs = Counter("peach_runs", "Runs finished, by final status.", run_labels, registry=r)
+        self.run_duration = Histogram(
+            "peach_run_duration_seconds",
+            "Duration of finished runs.",
+            ["codops", "loop", "executor"],
+            buckets=RUN_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "peach_task_last_success_timestamp_seconds",
+            "When the task's last successful run finished (Unix time).",
+            ["codops", "task"],
+            registry=r,
+        )
+        self.last_duration = Gauge(
+            "peach_task_last_duration_seconds",
+            "Duration of the task's last finished run.",
+            ["codops", "task"],
+            registry=r,
+        )
+        self.pass_duration = Histogram(
+            "peach_loop_pass_duration_seconds",
+            "Duration of one pass of a loop (sync, load, run every due task).",
+            ["loop"],
+            buckets=PASS_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.last_pass_end = Gauge(
+            "peach_loop_last_pass_end_timestamp_seconds",
+            "When the loop last completed a pass (Unix time).",
+            ["loop"],
+            registry=r,
+        )
+        self.syncs = Counter(
+            "peach_repository_syncs",
+            "Repository syncs of an organisation, by result (ok, failed).",
+            ["codops", "result"],
+            registry=r,
+        )
+        self.sync_failures = Gauge(
+            "peach_repository_consecutive_sync_failures",
+            "Syncs of the organisation's repositories that failed in a row (0 after a good one).",
+            ["codops"],
+            registry=r,
+        )
+        self.validation = Gauge(
+            "peach_validation_errors",
+            "Validation errors in the organisation's task definitions at the last load.",
+            ["codops"],
+            registry=r,
+        )
+        self.env_builds = Counter(
+            "peach_environment_builds",
+            "Python environment builds, by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+        self.env_cache_hits = Counter(
+            "peach_environment_cache_hits",
+            "Runs whose Python environment was already built.",
+            registry=r,
+        )
+        self._live = _Live(clock)
+        r.register(self._live)
+
+    # -- what the loops call --------------------------------------------------------------------------
+
+    def run_started(self, run: Run) -> None:
+        """A run started (or was re-attached after a restart)."""
+        self._live.started(run.id, (label(run.codops), label(run.loop), label(run.executor.value)))
+
+    def run_finished(self, run: Run) -> None:
+        """A run reached its final status."""
+        self._live.finished(run.id)
+        codops, task, loop, executor = (
+            label(v) for v in (run.codops, run.task, run.loop, run.executor.value)
+        )
+        self.runs.labels(codops, task, loop, executor, run.status.value).inc()
+        if run.duration_seconds is not None:
+            self.run_duration.labels(codops, loop, executor).observe(run.duration_seconds)
+            self.last_duration.labels(codops, task).set(run.duration_seconds)
+        if run.status is RunStatus.SUCCEEDED and run.finished_at is not None:
+            self.last_success.labels(codops, task).set(run.finished_at.timestamp())
+
+    def forget_task(self, codops: str, task: str) -> None:
+        """Drop a removed task's gauges (its run counts stay: they are history)."""
+        for gauge in (self.last_success, self.last_duration):
+            with contextlib.suppress(KeyError):
+                gauge.remove(label(codops), label(task))
+
+    def loop_pass(self, loop: str, seconds: float) -> None:
+        """A loop completed a pass that took ``seconds``."""
+        now = self._clock()
+        self.pass_duration.labels(label(loop)).observe(seconds)
+        self.last_pass_end.labels(label(loop)).set(now)
+        self._live.pass_ended(label(loop), now)
+
+    def sync_result(self, codops: str, ok: bool) -> None:
+        self.syncs.labels(label(codops), "ok" if ok else "failed").inc()
+        failures = self.sync_failures.labels(label(codops))
+        if ok:
+            failures.set(0)
+        else:
+            failures.inc()
+
+    def validation_errors(self, codops: str, count: int) -> None:
+        self.validation.labels(label(codops)).set(count)
+
+    def env_build(self, result: str) -> None:
+        """An environment build ended; ``result`` is ``ok`` or ``failed``."""
+        self.env_builds.labels(label(result)).inc()
+
+    def env_cache_hit(self) -> None:
+        self.env_cache_hits.inc()
+
+    def render(self) -> bytes:
+        """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).
+
+        The ``*_created`` samples of counters and histograms are left out: they would double the number
+        of series for thousands of tasks, and Prometheus does not use them from the text format.
+        """
+        return generate_latest(_WithoutCreated(self.registry))
+
+    def series(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        """Every sample as (name, labels, value): for tests and the benchmark."""
+        for family in self.registry.collect():
+            for sample in family.samples:
+                yield sample.name, dict(sample.labels), sample.value

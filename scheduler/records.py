@@ -1,0 +1,251 @@
+"""What the state store hands back: plain frozen records, detached from the database.
+
+``as_dict()`` gives the JSON objects of the CLI (``--json``) and the HTTP API (SPEC §5): timestamps in
+ISO-8601 UTC, statuses as their names.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from scheduler.models import ProblemRow, RunRow, RunStatus, RunTrigger, TaskRow, TaskState, TriggerRow
+from scheduler.taskspec import Executor
+
+SHORT_VERSION = 12
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with a ``Z``, to the millisecond; None stays None."""
+    if moment is None:
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    codops: str
+    task: str
+    loop: str
+    executor: Executor
+    version: str | None
+    status: RunStatus
+    trigger: RunTrigger
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    outcome: str | None
+    error: str | None
+    log_path: str | None
+    application_id: str | None
+    pid: int | None
+    pid_start: int | None
+    host: str | None
+    deadline: datetime | None
+
+    @property
+    def short_version(self) -> str | None:
+        return self.version[:SHORT_VERSION] if self.version else None
+
+    @classmethod
+    def from_row(cls, row: RunRow) -> "Run":
+        return cls(
+            id=row.id,
+            codops=row.codops,
+            task=row.task,
+            loop=row.loop,
+            executor=Executor(row.executor),
+            version=row.version,
+            status=RunStatus(row.status),
+            trigger=RunTrigger(row.trigger),
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            duration_seconds=row.duration_seconds,
+            outcome=row.outcome,
+            error=row.error,
+            log_path=row.log_path,
+            application_id=row.application_id,
+            pid=row.pid,
+            pid_start=row.pid_start,
+            host=row.host,
+            deadline=row.deadline,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The SPEC §5 run object (``version`` is the full commit; ``short_version`` for display)."""
+        return {
+            "id": self.id,
+            "codops": self.codops,
+            "task": self.task,
+            "loop": self.loop,
+            "executor": self.executor.value,
+            "version": self.version,
+            "short_version": self.short_version,
+            "status": self.status.value,
+            "trigger": self.trigger.value,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "duration_seconds": self.duration_seconds,
+            "outcome": self.outcome,
+            "error": self.error,
+            "application_id": self.application_id,
+        }
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    codops: str
+    task: str
+    loop: str
+    executor: Executor
+    state: TaskState
+    last_status: RunStatus | None
+    last_run_id: str | None
+    last_started_at: datetime | None
+    last_finished_at: datetime | None
+    last_duration_seconds: float | None
+    last_success_at: datetime | None
+    enabled: bool
+    next_due: datetime | None
+    file: str | None
+    line: int | None
+    removed: bool
+
+    @classmethod
+    def from_row(cls, row: TaskRow) -> "TaskStatus":
+        return cls(
+            codops=row.codops,
+            task=row.task,
+            loop=row.loop,
+            executor=Executor(row.executor),
+            state=TaskState(row.state),
+            last_status=RunStatus(row.last_status) if row.last_status else None,
+            last_run_id=row.last_run_id,
+            last_started_at=row.last_started_at,
+            last_finished_at=row.last_finished_at,
+            last_duration_seconds=row.last_duration_seconds,
+            last_success_at=row.last_success_at,
+            enabled=row.enabled,
+            next_due=row.next_due,
+            file=row.file,
+            line=row.line,
+            removed=row.removed_at is not None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The SPEC §5 task object."""
+        return {
+            "codops": self.codops,
+            "task": self.task,
+            "loop": self.loop,
+            "executor": self.executor.value,
+            "state": self.state.value,
+            "last_status": self.last_status.value if self.last_status else None,
+            "last_run_id": self.last_run_id,
+            "last_started_at": iso(self.last_started_at),
+            "last_finished_at": iso(self.last_finished_at),
+            "last_duration_seconds": self.last_duration_seconds,
+            "last_success_at": iso(self.last_success_at),
+            "enabled": self.enabled,
+            "next_due": iso(self.next_due),
+            "file": self.file,
+            "line": self.line,
+        }
+
+
+@dataclass(frozen=True)
+class StoredProblem:
+    """A validation problem as stored: ``definitions.Problem`` plus its repository and codops."""
+
+    repository: str
+    codops: str
+    file: str
+    line: int | None
+    cell: int | None
+    task: str | None
+    severity: str
+    message: str
+    found_at: datetime
+
+    @classmethod
+    def from_row(cls, row: ProblemRow) -> "StoredProblem":
+        return cls(
+            repository=row.repository,
+            codops=row.codops,
+            file=row.file,
+            line=row.line,
+            cell=row.cell,
+            task=row.task,
+            severity=row.severity,
+            message=row.message,
+            found_at=row.found_at,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository,
+            "codops": self.codops,
+            "file": self.file,
+            "line": self.line,
+            "cell": self.cell,
+            "task": self.task,
+            "severity": self.severity,
+            "message": self.message,
+            "found_at": iso(self.found_at),
+        }
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """One codops at a glance (API ``/organisations``)."""
+
+    codops: str
+    tasks: int
+    running: int
+    failing: int
+    errors: int
+    last_started_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "codops": self.codops,
+            "tasks": self.tasks,
+            "running": self.running,
+            "failing": self.failing,
+            "errors": self.errors,
+            "last_started_at": iso(self.last_started_at),
+        }
+
+
+@dataclass(frozen=True)
+class Trigger:
+    id: int
+    codops: str
+    task: str
+    loop: str
+    requested_at: datetime
+    requested_by: str | None
+    taken_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: TriggerRow) -> "Trigger":
+        return cls(
+            id=row.id,
+            codops=row.codops,
+            task=row.task,
+            loop=row.loop,
+            requested_at=row.requested_at,
+            requested_by=row.requested_by,
+            taken_at=row.taken_at,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "codops": self.codops,
+            "task": self.task,
+            "loop": self.loop,
+            "requested_at": iso(self.requested_at),
+            "requested_by": self.requested_by,
+            "taken_at": iso(self.taken_at),
+        }

@@ -1,0 +1,148 @@
+"""One run of one task, from its record to its outcome: the supervisor every loop uses.
+
+``execute`` records the run (the store refuses a second running run of the same task), prepares it
+(code and environment), starts it, and watches it until it ends, is killed on request, or the service
+is told to kill everything. Whatever happens, the run is closed with an honest status and the loop
+goes on: no exception from one run reaches its loop.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from executors.base import Execution, Executor, Outcome, RunRequest, Status
+from scheduler.definitions import LoopLimits, Task
+from scheduler.errors import AlreadyRunning, PeachError
+from scheduler.metrics import Metrics
+from scheduler.models import RunStatus, RunTrigger
+from scheduler.records import Run
+from scheduler.state import Store
+from scheduler.taskspec import METADATA_LOOP
+
+log = logging.getLogger(__name__)
+
+
+class KillRequests:
+    """Runs someone asked to kill (API, CLI), by run id, with the reason; taken by their supervisor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reasons: dict[str, str] = {}
+
+    def request(self, run_id: str, reason: str) -> None:
+        with self._lock:
+            self._reasons[run_id] = reason
+
+    def take(self, run_id: str) -> str | None:
+        with self._lock:
+            return self._reasons.pop(run_id, None)
+
+
+@dataclass
+class Runtime:
+    """What every loop shares: the store, metrics, executors, limits and the service's stop signals.
+
+    ``stopping`` means start no new run; ``killing`` means kill the runs that are going.
+    """
+
+    store: Store
+    metrics: Metrics
+    executors: dict[str, Executor]
+    limits: LoopLimits = field(default_factory=LoopLimits)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    killing: threading.Event = field(default_factory=threading.Event)
+    kills: KillRequests = field(default_factory=KillRequests)
+    poll: float = 0.5  # how often a supervisor looks at kill requests while its run goes on
+
+    def timeout_for(self, task: Task) -> float:
+        limit = self.limits.metadata if task.loop == METADATA_LOOP else self.limits.codops
+        return min(task.definition.timeout or limit, limit)
+
+
+def execute(
+    runtime: Runtime, task: Task, version: str | None, trigger: RunTrigger = RunTrigger.SCHEDULE
+) -> Run | None:
+    """Run ``task`` once and return its closed record; None when the task already has a running run."""
+    timeout = runtime.timeout_for(task)
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+    try:
+        run = runtime.store.start_run(
+            task.codops,
+            task.name,
+            loop=task.loop,
+            executor=task.executor,
+            version=version,
+            trigger=trigger,
+            deadline=deadline,
+        )
+    except AlreadyRunning:
+        log.warning("%s: not started, it already has a running run", task.key)
+        return None
+    runtime.metrics.run_started(run)
+    try:
+        outcome = _supervise(runtime, run, task, timeout, version)
+    except Exception as exc:  # a bug of ours must not take the loop down, nor leave the run RUNNING
+        log.exception("run %s of %s: supervision failed", run.id, task.key)
+        outcome = Outcome(Status.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
+    finished = runtime.store.finish_run(
+        run.id,
+        RunStatus(outcome.status.value),
+        outcome.summary,
+        error=outcome.error,
+        application_id=outcome.application_id,
+    )
+    runtime.metrics.run_finished(finished)
+    log.info("run %s of %s: %s (%s)", run.id, task.key, finished.status, finished.outcome)
+    return finished
+
+
+def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: str | None) -> Outcome:
+    executor = runtime.executors.get(task.executor.value)
+    if executor is None:
+        return Outcome(Status.FAILED, f"no {task.executor.value} executor is configured")
+    try:
+        execution = executor.prepare(RunRequest(run.id, task, timeout, version or ""))
+    except PeachError as exc:
+        return Outcome(Status.FAILED, f"not started: {exc}", error=str(exc))
+    runtime.store.attach(run.id, log_path=str(execution.log_path))
+    try:
+        execution.start()
+    except PeachError as exc:
+        return Outcome(Status.FAILED, f"not started: {exc}", error=str(exc))
+    try:
+        return _watch(runtime, run, execution)
+    finally:
+        if execution.outcome is None:  # we are leaving abnormally: never leave the process behind
+            execution.kill("the scheduler could not supervise the run")
+
+
+def _watch(runtime: Runtime, run: Run, execution: Execution) -> Outcome:
+    runtime.store.attach(run.id, pid=execution.pid, pid_start=process_start(execution.pid))
+    recorded_app: str | None = None
+    while True:
+        outcome = execution.wait(until=time.monotonic() + runtime.poll)
+        if execution.application_id and execution.application_id != recorded_app:
+            recorded_app = execution.application_id
+            runtime.store.attach(run.id, application_id=recorded_app)
+        if outcome is not None:
+            return outcome
+        if runtime.killing.is_set():
+            return execution.kill("the scheduler is stopping")
+        reason = runtime.kills.take(run.id)
+        if reason is not None:
+            return execution.kill(reason)
+
+
+def process_start(pid: int | None, proc_root: str = "/proc") -> int | None:
+    """The process's start time in clock ticks after boot (``/proc/<pid>/stat`` field 22): with the pid,
+    it identifies a process across a scheduler restart, when pids may have been reused."""
+    if pid is None:
+        return None
+    try:
+        with open(f"{proc_root}/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None

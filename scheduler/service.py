@@ -1,0 +1,194 @@
+"""The service: everything built from the operator configuration, started, and stopped in two steps.
+
+``start`` settles the runs a previous process left RUNNING (restart recovery), then starts the HTTP
+server and one thread per loop. ``request_stop`` (first SIGTERM) stops the loops from starting runs and
+lets the running ones finish; ``request_force_stop`` (second signal, or the drain deadline) kills them,
+and they are closed as ``KILLED``.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import uvicorn
+
+from executors.base import Executor
+from executors.environments import EnvironmentStore
+from executors.process import PROC, find_run_processes, stop_run
+from executors.python import PythonExecutor
+from scheduler.api import create_app
+from scheduler.config import Config
+from scheduler.loops import Loop, MetadataBoard, MetadataLoop, OrganisationLoop, OrganisationSource
+from scheduler.metrics import Metrics
+from scheduler.models import RunStatus
+from scheduler.records import Run
+from scheduler.repos import repository_syncs
+from scheduler.runs import Runtime
+from scheduler.state import Store
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(
+        self, config: Config, environ: Mapping[str, str] | None = None, proc_root: Path = PROC
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        self.config, self.proc_root = config, proc_root
+        config.workspace.mkdir(parents=True, exist_ok=True)
+        self.store = Store.from_url(config.database_url)
+        self.metrics = Metrics()
+        environments = EnvironmentStore(config.workspace / "environments", observe=self._environment_event)
+        executors: dict[str, Executor] = {"python": PythonExecutor(environments, config.workspace / "runs")}
+        self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits)
+        board = MetadataBoard()
+        self.organisations = {
+            codops: OrganisationSource(codops, syncs, self.runtime, board)
+            for codops, syncs in repository_syncs(config, environ).items()
+        }
+        pause = config.loops.pause
+        self.loops: list[Loop] = [OrganisationLoop(org, pause) for org in self.organisations.values()]
+        self.loops.append(
+            MetadataLoop(self.organisations, board, self.runtime, pause, config.loops.metadata_parallel)
+        )
+        token_env = config.http.api_token_env
+        self.app = create_app(
+            self.store,
+            self.metrics,
+            token=environ.get(token_env) or None,
+            token_env=token_env,
+            kills=self.runtime.kills,
+            ready=self.ready,
+        )
+        self._server: uvicorn.Server | None = None
+        self._http: threading.Thread | None = None
+        self._recovered = False
+
+    def _environment_event(self, event: str) -> None:
+        if event == "hit":
+            self.metrics.env_cache_hit()
+        else:
+            self.metrics.env_build(event)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Ready once restart recovery is done and the state database answers."""
+        if not self._recovered:
+            return False
+        try:
+            self.store.organisations()
+        except Exception:
+            log.warning("readiness: the state database does not answer", exc_info=True)
+            return False
+        return True
+
+    def start(self) -> None:
+        self.recover()
+        self.start_http()
+        for loop in self.loops:
+            loop.start()
+        log.info("service started: %d organisation loops and the metadata loop", len(self.organisations))
+
+    def once(self) -> list[Run]:
+        """Settle leftovers, then one pass of every loop (concurrently); the runs of that pass."""
+        self.recover()
+        for organisation in self.organisations.values():
+            organisation.sync()  # so that the metadata loop knows every organisation's metadata tasks
+        with ThreadPoolExecutor(len(self.loops), thread_name_prefix="once") as pool:
+            passes = list(pool.map(lambda loop: loop.run_pass(), self.loops))
+        return [run for runs in passes for run in runs]
+
+    def request_stop(self) -> None:
+        if not self.runtime.stopping.is_set():
+            log.info("stopping: no new runs; waiting for the running ones")
+        self.runtime.stopping.set()
+
+    def request_force_stop(self) -> None:
+        if not self.runtime.killing.is_set():
+            log.info("stopping now: killing the running runs")
+        self.runtime.stopping.set()
+        self.runtime.killing.set()
+
+    def wait_stopped(self, drain: float) -> None:
+        """After ``request_stop``: wait up to ``drain`` seconds for the loops, then kill what still runs."""
+        deadline = time.monotonic() + drain
+        for loop in self.loops:
+            loop.join(max(0.0, deadline - time.monotonic()))
+        if any(loop.is_alive() for loop in self.loops):
+            self.request_force_stop()
+            for loop in self.loops:
+                loop.join()
+
+    def close(self) -> None:
+        if self._server is not None and self._http is not None:
+            self._server.should_exit = True
+            self._http.join(10)
+        self.store.close()
+
+    # -- HTTP -----------------------------------------------------------------------------------------
+
+    def start_http(self, timeout: float = 15.0) -> None:
+        http = self.config.http
+        config = uvicorn.Config(self.app, host=http.host, port=http.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._http = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._http.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._http.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"the HTTP server could not listen on {http.host}:{http.port}")
+            time.sleep(0.02)
+        log.info("HTTP on http://%s:%d/ (API /api/v1, metrics /metrics)", http.host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The port the HTTP server listens on (the configured one, or the one chosen for port 0)."""
+        assert self._server is not None and self._server.servers
+        port: int = self._server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    # -- restart recovery -----------------------------------------------------------------------------
+
+    def recover(self) -> list[Run]:
+        """Close every run a previous process left RUNNING, killing what is left of its processes.
+
+        Processes are found by the run's marker in their environment (``PEACH_RUN_ID``), not by a bare
+        pid that may have been reused. A local run's output went through the scheduler, which is gone,
+        so a survivor is killed rather than followed: its log could no longer be captured.
+        """
+        closed = []
+        for run in self.store.running_runs():
+            pids = find_run_processes(run.id, self.proc_root)
+            if pids:
+                stop_run(run.id, grace=2.0, proc_root=self.proc_root)
+                outcome = (
+                    "the scheduler restarted while this run was going; its output could no longer be "
+                    f"captured, so its processes ({', '.join(map(str, sorted(pids)))}) were killed"
+                )
+            else:
+                outcome = "the scheduler stopped while this run was going; its process was gone at restart"
+            finished = self.store.finish_run(run.id, RunStatus.LOST, outcome)
+            self.metrics.run_finished(finished)
+            log.warning("run %s of %s/%s closed as LOST: %s", run.id, run.codops, run.task, outcome)
+            closed.append(finished)
+        self._recovered = True
+        return closed
+
+
+def install_signal_handlers(service: Service) -> None:
+    """First SIGTERM/SIGINT: drain. Second: kill the running runs (rq's request_stop / force_stop)."""
+
+    def handle(signum: int, _frame: object) -> None:
+        if service.runtime.stopping.is_set():
+            service.request_force_stop()
+        else:
+            service.request_stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
