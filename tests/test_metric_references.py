@@ -3,9 +3,9 @@ scheduler exports.
 
 Two checks: against the static catalogue ``tests.promql.EXPORTED`` (runs now), and against the
 exposition text of the real ``scheduler.metrics`` module after recording sample runs (skipped only while
-that module cannot be imported). To check a running service, feed its ``/metrics`` text to
-``exposition_catalogue`` the same way; tests/test_prometheus_queries.py also runs every query on a real
-Prometheus.
+that module cannot be imported). tests/test_deployed_service.py does the same against the live
+``/metrics`` of a real service process started as the chart's pod, and tests/test_prometheus_queries.py
+runs every query on a real Prometheus.
 """
 
 import json
