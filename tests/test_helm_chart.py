@@ -3,6 +3,7 @@ right (Airflow-style ``render_chart`` tests against the real ``helm template``).
 
 import hashlib
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,20 @@ def test_chart_files_are_links_to_deploy_not_copies() -> None:
         path = CHART / "files" / name
         assert path.is_symlink(), f"{path} should link to {target}, not copy it"
         assert path.resolve() == target.resolve()
+
+
+def test_packaged_chart_carries_the_dashboard_and_rules(tmp_path: Path) -> None:
+    """``helm package`` stores the linked files' contents, so a published chart needs no repository."""
+    proc = helm("package", CHART, "--destination", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(tmp_path / "peach-scheduler-0.1.0.tgz") as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        for name, source in (("peach-scheduler.json", DASHBOARD), ("peach-scheduler-rules.yaml", RULES)):
+            member = members[f"peach-scheduler/files/{name}"]
+            assert member.isfile()
+            packed = archive.extractfile(member)
+            assert packed is not None and packed.read() == source.read_bytes()
+        assert not any(name.startswith("peach-scheduler/ci/") for name in members)  # .helmignore
 
 
 # -- the rendered configuration is what the scheduler accepts -----------------------------------------
