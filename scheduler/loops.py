@@ -55,21 +55,29 @@ class OrganisationSource:
     runtime: Runtime
     board: MetadataBoard
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _recorded: tuple[tuple[str | None, str | None], ...] | None = None  # (commit, error) per repository
 
     def sync(self) -> OrganisationTasks:
         """Sync every repository; record tasks, problems and metrics; publish the metadata tasks."""
         with self._lock:
             org = sync_organisation(self.codops, self.syncs)
-            store, metrics = self.runtime.store, self.runtime.metrics
-            problems: list[Problem] = [Problem(self.codops, None, text) for text in org.problems]
             for result in org.results:
-                metrics.sync_result(self.codops, result.error is None)
-                problems += result.definitions.problems if result.definitions else ()
-            store.upsert_tasks(self.codops, org.tasks)
-            store.replace_problems(self.codops, self.codops, problems)
-            metrics.validation_errors(self.codops, sum(p.severity is Severity.ERROR for p in problems))
-            self.board.publish(self.codops, (t.name for t in org.tasks if t.loop == METADATA_LOOP))
+                self.runtime.metrics.sync_result(self.codops, result.error is None)
+            state = tuple((result.commit, result.error) for result in org.results)
+            if state != self._recorded:  # what the store holds only changes with a commit or an error
+                self._record(org)
+                self._recorded = state
             return org
+
+    def _record(self, org: OrganisationTasks) -> None:
+        problems: list[Problem] = [Problem(self.codops, None, text) for text in org.problems]
+        for result in org.results:
+            problems += result.definitions.problems if result.definitions else ()
+        self.runtime.store.upsert_tasks(self.codops, org.tasks)
+        self.runtime.store.replace_problems(self.codops, self.codops, problems)
+        errors = sum(p.severity is Severity.ERROR for p in problems)
+        self.runtime.metrics.validation_errors(self.codops, errors)
+        self.board.publish(self.codops, (t.name for t in org.tasks if t.loop == METADATA_LOOP))
 
     def fresh(self, name: str) -> tuple[Task, str | None] | None:
         """The task ``name`` and its version at the branch head of this moment; None if it is gone."""

@@ -164,11 +164,14 @@ class RepositorySync:
 
     def _checkout(self, repo: git.Repo, commit: str) -> Definitions:
         """Make the working tree exactly ``commit`` and return its definitions (cached per commit)."""
+        if self._loaded is not None and self._loaded[0] == commit:
+            return self._loaded[1]  # this process put the checkout at ``commit`` and nothing has moved it
         stale = Path(repo.git_dir) / "index.lock"  # left by a git killed on timeout; we hold the lock
         stale.unlink(missing_ok=True)
+        self._loaded = None
         self._git(repo, ["checkout", "--quiet", "--force", "--detach", commit])
         self._git(repo, ["clean", "-ffdxq"])
-        if self._loaded is None or self._loaded[0] != commit:
+        if self._loaded is None:
             definitions = load_definitions(self.path, allowed_codops=[self.codops], limits=self.limits)
             self._loaded = (commit, definitions)
         return self._loaded[1]

@@ -8,6 +8,22 @@ import yaml
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "-c", "init.defaultBranch=master"]
 
+# The run object's fields every surface must give (SPEC §5).
+SPEC_RUN_FIELDS = {
+    "id",
+    "codops",
+    "task",
+    "loop",
+    "executor",
+    "version",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_seconds",
+    "outcome",
+    "application_id",
+}
+
 QUICK = "def main():\n    print('done')\n"
 FAIL = "def main():\n    raise RuntimeError('boom')\n"
 SLOW = "import time\n\ndef main(seconds=1000):\n    print('sleeping', flush=True)\n    time.sleep(seconds)\n"

@@ -1,6 +1,7 @@
 """The service in this process: real git repositories, real child processes, real SQLite/PostgreSQL."""
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.service import Service
 from tests.backends import create_database, drop_database, prometheus_query, prometheus_server, wait_for
-from tests.orgs import FAIL, QUICK, SLOW, commit, org_repo, tasks_files, write_config
+from tests.orgs import FAIL, QUICK, SLOW, SPEC_RUN_FIELDS, commit, org_repo, tasks_files, write_config
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -138,6 +139,25 @@ def test_every_spaces_runs_out(tmp_path: Path) -> None:
         service.close()
 
 
+def test_metadata_loop_takes_organisations_in_turn(tmp_path: Path) -> None:
+    meta = {"loop": "metadata", "timeout": "1m"}
+    a = org_repo(tmp_path, "alpha", {"m1": (QUICK, meta), "m2": (QUICK, meta), "m3": (QUICK, meta)})
+    b = org_repo(tmp_path, "beta", {"m1": (QUICK, meta), "m2": (QUICK, meta)})
+    service = service_for(tmp_path, {"alpha": a, "beta": b})
+    try:
+        runs = sorted(service.once(), key=lambda r: r.started_at)
+        assert [f"{r.codops}/{r.task}" for r in runs] == [
+            "alpha/m1",
+            "beta/m1",
+            "alpha/m2",
+            "beta/m2",
+            "alpha/m3",
+        ]
+        assert {r.loop for r in runs} == {"metadata"}
+    finally:
+        service.close()
+
+
 def test_state_on_postgresql(tmp_path: Path, postgres_admin_url: str) -> None:
     url = create_database(postgres_admin_url, "peach_service")
     repo = org_repo(tmp_path, "alpha", {"ok": (QUICK, {}), "broken": (FAIL, {})})
@@ -195,20 +215,7 @@ def test_http_api(tmp_path: Path, running: list[Service]) -> None:
     assert {t["task"]: t["state"] for t in tasks}["hang"] == "RUNNING"
     page = json.loads(http(service, "/api/v1/runs?codops=alpha&task=hang&limit=1")[2])
     assert page["runs"][0]["id"] == hang.id
-    assert set(page["runs"][0]) >= {
-        "id",
-        "codops",
-        "task",
-        "loop",
-        "executor",
-        "version",
-        "status",
-        "started_at",
-        "finished_at",
-        "duration_seconds",
-        "outcome",
-        "application_id",
-    }
+    assert set(page["runs"][0]) >= SPEC_RUN_FIELDS
     assert http(service, "/api/v1/runs/r-nope")[0] == 404
     openapi = json.loads(http(service, "/api/v1/openapi.json")[2])
     assert "/api/v1/runs/{run_id}/log" in openapi["paths"]
@@ -260,6 +267,13 @@ def test_real_prometheus_scrapes_the_service(tmp_path: Path, running: list[Servi
         status: len(service.store.list_runs(codops="alpha", status=status, limit=500))
         for status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
     }
+
+    exposition = http(service, "/metrics")[2]
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=exposition, capture_output=True, timeout=60, check=False
+    )
+    assert (check.returncode, check.stdout + check.stderr) == (0, b"")
+    assert b'peach_runs_total{codops="alpha"' in exposition
 
     with prometheus_server(f"127.0.0.1:{service.port}", tmp_path) as prometheus:
 

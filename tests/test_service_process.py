@@ -15,7 +15,7 @@ from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.state import Store
 from tests.backends import wait_for
-from tests.orgs import FAIL, FAMILY, QUICK, org_repo, write_config
+from tests.orgs import FAIL, FAMILY, QUICK, SPEC_RUN_FIELDS, org_repo, write_config
 
 SHORT = (
     "import time\n\ndef main():\n    print('working', flush=True)\n    time.sleep(3)\n    print('finished')\n"
@@ -118,20 +118,7 @@ def test_once_tasks_runs_logs_and_trigger_commands(tmp_path: Path) -> None:
 
     listed = json.loads(cli(config, "runs", "--json", "--codops", "alpha", "--task", "ok").stdout)
     assert [r["id"] for r in listed] == [r["id"] for r in runs if r["task"] == "ok"]
-    assert set(listed[0]) >= {
-        "id",
-        "codops",
-        "task",
-        "loop",
-        "executor",
-        "version",
-        "status",
-        "started_at",
-        "finished_at",
-        "duration_seconds",
-        "outcome",
-        "application_id",
-    }
+    assert set(listed[0]) >= SPEC_RUN_FIELDS
 
     tasks = {t["task"]: t for t in json.loads(cli(config, "tasks", "--json").stdout)}
     assert (tasks["broken"]["state"], tasks["broken"]["last_status"]) == ("FINISHED", "FAILED")

@@ -1,0 +1,186 @@
+"""1,000 organisations x 10 trivial tasks on one scheduler process, with real git repositories, real
+child processes and SQLite. Prints, for a sustained period:
+
+- runs per second, next to a bare loop spawning the same runner scripts with 4 workers per core
+  (measured in the same run, before and after the service, averaged): the ratio is what the scheduler's
+  work (a git sync before every run, records, environments, log capture) costs in throughput;
+- the scheduler's own CPU (children excluded) and RSS at start, end and peak;
+- dispatch latency: from a loop picking a due task to the task's process running (p50, p99);
+- the ``/metrics`` scrape time with every task's series present (median of 20).
+
+Run: .venv/bin/python bench/service_1000.py [--orgs 1000] [--tasks 10] [--seconds 60]
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from executors.process import ProcessExecution
+from executors.runner import runner_script
+from scheduler import loops
+from scheduler.config import load_config
+from scheduler.definitions import load_definitions
+from scheduler.service import Service
+
+GIT = ["git", "-c", "user.name=b", "-c", "user.email=b@localhost", "-c", "init.defaultBranch=master"]
+CODE = "def main():\n    pass\n"
+WORKERS = 4 * (os.cpu_count() or 1)
+
+
+def make_repos(root: Path, orgs: int, tasks: int) -> dict[str, Path]:
+    def one(i: int) -> tuple[str, Path]:
+        codops = f"org{i:04d}"
+        repo = root / codops
+        (repo / "code").mkdir(parents=True)
+        (repo / "code" / "t.py").write_text(CODE)
+        body = {
+            f"t{k:02d}": {"notebook": "code/t.py", "method": "main", "executor": "python"}
+            for k in range(tasks)
+        }
+        (repo / "peach.yaml").write_text(yaml.safe_dump({"codops": codops, "tasks": body}))
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "tasks"]):
+            subprocess.run([*GIT, "-C", str(repo), *args], check=True)
+        return codops, repo
+
+    with ThreadPoolExecutor(8) as pool:
+        return dict(pool.map(one, range(orgs)))
+
+
+def rss_kib(field: str = "VmRSS") -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def bare(runners: list[Path], python: str, seconds: float) -> float:
+    """Runs per second of a plain loop spawning the runner scripts with enough workers to fill the cores."""
+    done = 0
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def worker(offset: int) -> None:
+        nonlocal done
+        i = offset
+        while time.monotonic() < end:
+            subprocess.run([python, str(runners[i % len(runners)])], check=True, capture_output=True)
+            i += WORKERS
+            with lock:
+                done += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orgs", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        started = time.monotonic()
+        repos = make_repos(root / "repos", args.orgs, args.tasks)
+        print(
+            f"{args.orgs} organisations x {args.tasks} tasks: "
+            f"repositories made in {time.monotonic() - started:.0f} s"
+        )
+        config_path = root / "config.yaml"
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "workspace": str(root / "ws"),
+                    "http": {"host": "127.0.0.1", "port": 0},
+                    "loops": {"pause": "1s"},
+                    "organisations": {c: {"repositories": [{"url": str(r)}]} for c, r in repos.items()},
+                }
+            )
+        )
+        picked: dict[int, float] = {}
+        latencies: list[float] = []
+        original_run_due, original_start = loops.Loop.run_due, ProcessExecution.start
+
+        def run_due(self, organisation, name, triggered):  # type: ignore[no-untyped-def]
+            picked[threading.get_ident()] = time.monotonic()
+            return original_run_due(self, organisation, name, triggered)
+
+        def start(self):  # type: ignore[no-untyped-def]
+            original_start(self)
+            t0 = picked.get(threading.get_ident())
+            if t0 is not None:
+                latencies.append(time.monotonic() - t0)
+
+        loops.Loop.run_due, ProcessExecution.start = run_due, start  # type: ignore[method-assign]
+        definitions = load_definitions(next(iter(repos.values())))
+        runners = []
+        for task in definitions.tasks:
+            runners.append(root / f"{task.name}.py")
+            runners[-1].write_text(runner_script(task))
+        bare_seconds = min(args.seconds, 15)
+        bare_before = bare(runners, sys.executable, bare_seconds)  # before and after: same background load
+        service = Service(load_config(config_path))
+        rss_start = rss_kib()
+        cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+        service.start()
+        time.sleep(args.seconds)  # the measured period: the service works on its own meanwhile
+        cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+        rss_end, rss_peak = rss_kib(), rss_kib("VmHWM")
+        with service.store.engine.connect() as connection:
+            runs = connection.exec_driver_sql(
+                "select count(*) from runs where status != 'RUNNING'"
+            ).scalar_one()
+        scrapes = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/metrics", timeout=60) as response:
+                size = len(response.read())
+            scrapes.append(time.perf_counter() - t0)
+        service.request_force_stop()
+        service.wait_stopped(60)
+        service.close()
+        loops.Loop.run_due, ProcessExecution.start = original_run_due, original_start  # type: ignore[method-assign]
+        env_python = str(next((root / "ws" / "environments" / "envs").glob("*/bin/python")))
+        bare_rate = (bare_before + bare(runners, env_python, bare_seconds)) / 2
+
+    cpu = (cpu_end.ru_utime + cpu_end.ru_stime) - (cpu_start.ru_utime + cpu_start.ru_stime)
+    rate = runs / args.seconds
+    print(f"runs finished in {args.seconds:.0f} s:   {runs}  ({rate:.1f} runs/s)")
+    print(
+        f"bare spawn loop ({WORKERS} workers): {bare_rate:.1f} runs/s"
+        f"  -> ratio scheduler/bare {rate / bare_rate:.2f}"
+    )
+    print(
+        f"scheduler CPU (own, children excluded): {cpu:.1f} s = {100 * cpu / args.seconds:.0f}% of one core"
+    )
+    print(
+        f"scheduler RSS: start {rss_start / 1024:.0f} MiB, end {rss_end / 1024:.0f} MiB, "
+        f"peak {rss_peak / 1024:.0f} MiB"
+    )
+    if latencies:
+        q = statistics.quantiles(latencies, n=100)
+        print(
+            f"dispatch latency (due -> process running): p50 {q[49] * 1000:.0f} ms, "
+            f"p99 {q[98] * 1000:.0f} ms "
+            f"over {len(latencies)} runs"
+        )
+    print(f"/metrics scrape: median {statistics.median(scrapes) * 1000:.0f} ms for {size / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
