@@ -1,0 +1,48 @@
+"""The dashboard served at ``/``: static files (``index.html``, ``app.js``, ``app.css``) written here, no
+framework and no CDN, plus the compact durations series its chart reads.
+
+The page reads only the JSON API; everything a run printed is shown with ``textContent``, never as HTML.
+"""
+
+from datetime import datetime
+from importlib.resources import files
+from typing import Any
+
+from scheduler.records import iso
+
+ASSETS = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
+MAX_POINTS = 600
+
+
+def asset(name: str) -> bytes:
+    return files(__package__).joinpath(name).read_bytes()
+
+
+def durations_series(
+    runs: list[tuple[str, datetime, float | None, str]], max_points: int = MAX_POINTS
+) -> dict[str, Any]:
+    """The chart's points, oldest first: every run when there are at most ``max_points``, otherwise the
+    slowest run of each of ``max_points // 2`` equal slices plus the first non-success of the slice, so
+    failures and spikes stay visible while the page stays light."""
+    chosen = runs
+    if len(runs) > max_points:
+        slices = max(1, max_points // 2)
+        chosen = []
+        for number in range(slices):
+            part = runs[number * len(runs) // slices : (number + 1) * len(runs) // slices]
+            if not part:
+                continue
+            slowest = max(part, key=lambda run: run[2] or 0.0)
+            odd = next((run for run in part if run[3] != "SUCCEEDED" and run is not slowest), None)
+            chosen.extend(sorted([slowest, *([odd] if odd else [])], key=lambda run: (run[1], run[0])))
+    return {
+        "total": len(runs),
+        "points": [
+            {"id": run_id, "started_at": iso(started), "duration_seconds": duration, "status": status}
+            for run_id, started, duration, status in chosen
+        ],
+    }
