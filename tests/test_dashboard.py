@@ -9,21 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.records import Run, iso
 from scheduler.service import Service
 from tests.backends import wait_for
+from tests.browser import ARTIFACTS
 from tests.orgs import QUICK, org_repo, write_config
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "dashboard-test-token"
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-LAPTOP = {"width": 1366, "height": 768}
 
 XSS = (
     "def main():\n"
@@ -84,42 +82,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         started.request_force_stop()
         started.wait_stopped(30)
         started.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run bin/setup (installs Debian's chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=LAPTOP)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    try:
-        yield opened
-    finally:
-        context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
 def finished(service: Service, codops: str, task: str) -> int:

@@ -245,7 +245,8 @@ function renderRuns(runs, codops) {
 // amber squares: told apart by shape as well as colour.
 function renderChart(series) {
   const svg = $("chart");
-  const width = 900;
+  const width = Math.max(300, Math.round(svg.getBoundingClientRect().width) || 900); // 1 unit = 1 px: text unstretched
+  svg.setAttribute("viewBox", `0 0 ${width} 220`);
   const height = 220;
   const pad = { left: 56, right: 12, top: 12, bottom: 28 };
   const points = series.points.filter((p) => p.started_at);
