@@ -1,4 +1,5 @@
-"""Commit and YARN links of the runs table: built from the operator configuration, shown in Chromium."""
+"""The dashboard in Chromium against an API over a store filled directly (no loops): commit and YARN links
+built from the operator configuration, and the runs table's pages."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,5 +90,38 @@ def test_runs_table_links_commit_and_application(tmp_path: Path, page: Page) -> 
             )
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dashboard-links.png"))
+    finally:
+        store.close()
+
+
+def test_runs_are_paginated_newest_first(tmp_path: Path, page: Page) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        ids = []
+        for number in range(60):
+            run = store.start_run("alpha", "busy", loop="alpha", executor="python", version=SHA)
+            status = RunStatus.FAILED if number % 5 == 0 else RunStatus.SUCCEEDED
+            store.finish_run(run.id, status, "exit code 1" if number % 5 == 0 else "exit code 0")
+            ids.append(run.id)
+        newest_first = [run.id for run in store.list_runs(codops="alpha", task="busy", limit=100)]
+        assert sorted(newest_first) == sorted(ids)
+        with serve(create_app(store, Metrics(), token=None)) as base:
+            page.goto(f"{base}/?codops=alpha&task=busy")
+            rows = page.locator("#runs tbody tr")
+            ids_shown = "rs => rs.map(r => r.dataset.run)"
+            expect(rows).to_have_count(25)
+            expect(rows.first).to_have_attribute("data-run", newest_first[0])
+            assert rows.evaluate_all(ids_shown) == newest_first[:25]
+            expect(page.locator("#newer")).to_be_disabled()
+            page.locator("#older").click()
+            expect(rows.first).to_have_attribute("data-run", newest_first[25])
+            assert rows.evaluate_all(ids_shown) == newest_first[25:50]
+            page.locator("#older").click()
+            expect(rows).to_have_count(10)
+            expect(page.locator("#older")).to_be_disabled()
+            page.locator("#newer").click()
+            expect(rows.first).to_have_attribute("data-run", newest_first[0])
+            expect(page.locator("#chart .pt")).to_have_count(60)  # the chart has every run, not a page
+            expect(page.locator("#chart .pt-failed")).to_have_count(12)
     finally:
         store.close()
