@@ -260,6 +260,9 @@ def test_trigger_without_then_with_the_token(service: Service, page: Page) -> No
     page.locator("#token").dispatch_event("change")
     page.locator('#tasks tr[data-task="alpha/ok"] button.trigger').click()
     expect(page.locator("#status")).to_contain_text("accepted")
+    loaded = page.locator("body").get_attribute("data-loaded") or ""
+    expect(page.locator("body")).not_to_have_attribute("data-loaded", loaded, timeout=15_000)
+    expect(page.locator("#status")).to_contain_text("accepted")  # a refresh does not wipe the answer
     wait_for(lambda: finished(service, "alpha", "ok") == before + 1, 90, "the triggered run")
     assert TOKEN not in page.url
     assert page.evaluate("sessionStorage.getItem('peach-token')") == TOKEN

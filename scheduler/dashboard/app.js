@@ -390,9 +390,12 @@ async function refresh() {
       await refreshTask();
     }
     document.body.dataset.loaded = String(Date.now());
-    if (!$("status").classList.contains("error")) say(`updated ${new Date().toLocaleTimeString()}`);
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    $("updated").className = "";
   } catch (error) {
-    say(error.message, true);
+    // its own line: a refresh never overwrites what an action said in #status
+    $("updated").textContent = `refresh failed: ${error.message}`;
+    $("updated").className = "error";
   } finally {
     refreshing = false;
   }
