@@ -8,7 +8,7 @@ description (``/api/v1/openapi.json``) from the same code that serves the routes
 import hmac
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from scheduler import dashboard
 from scheduler.errors import PeachError
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
@@ -33,7 +34,10 @@ def create_app(
     token_env: str = "PEACH_API_TOKEN",  # noqa: S107 (a variable name)
     kills: KillRequests | None = None,
     ready: Callable[[], bool] = lambda: True,
+    repositories: Mapping[str, str] | None = None,
+    yarn_ui: str | None = None,
 ) -> FastAPI:
+    repositories = repositories or {}
     app = FastAPI(
         title="peach-scheduler",
         version="1",
@@ -68,8 +72,20 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> str:
-        return _INDEX
+    def index() -> Response:
+        return _asset("index.html")
+
+    @app.get("/dashboard/{name}", include_in_schema=False)
+    def dashboard_asset(name: str) -> Response:
+        if name not in dashboard.ASSETS:
+            raise HTTPException(404, f"no dashboard file {name!r}")
+        return _asset(name)
+
+    @app.get(f"{API}/dashboard", tags=["read"])
+    def dashboard_links() -> dict[str, Any]:
+        """What the dashboard links to: each organisation's http(s) repository (for ``/commit/<sha>``)
+        and the YARN ResourceManager UI (for ``/cluster/app/<id>``), when known."""
+        return {"repositories": dict(repositories), "yarn_ui": yarn_ui}
 
     @app.get(f"{API}/organisations", tags=["read"])
     def organisations() -> list[dict[str, Any]]:
@@ -99,6 +115,13 @@ def create_app(
         """Newest first; the next page is ``before=<next>``."""
         page = store.list_runs(codops=codops, task=task, loop=loop, status=status, limit=limit, before=before)
         return {"runs": [run.as_dict() for run in page], "next": page[-1].id if len(page) == limit else None}
+
+    @app.get(f"{API}/durations", tags=["read"])
+    def durations(
+        codops: str, task: str, points: Annotated[int, Query(ge=10, le=5000)] = dashboard.MAX_POINTS
+    ) -> dict[str, Any]:
+        """A task's run durations oldest first, downsampled to about ``points`` (the dashboard's chart)."""
+        return dashboard.durations_series(store.durations(codops, task), points)
 
     @app.get(f"{API}/runs/{{run_id}}", tags=["read"])
     def run(run_id: str) -> dict[str, Any]:
@@ -157,19 +180,23 @@ def _log_response(path: Path | None, range_header: str | None) -> Response:
     return Response(body, status_code=206 if range_header else 200, headers=headers, media_type=text)
 
 
+# Defence in depth behind textContent: only the page's own script and style ever run.
+_CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    )
+)
 _RANGE = re.compile(r"bytes=(?P<start>\d+)-(?P<end>\d*)")
-_INDEX = """<!doctype html>
-<html lang="en"><meta charset="utf-8"><title>peach-scheduler</title>
-<h1>peach-scheduler</h1>
-<ul>
-<li><a href="api/v1/organisations">organisations</a></li>
-<li><a href="api/v1/tasks">tasks</a></li>
-<li><a href="api/v1/runs">runs</a></li>
-<li><a href="api/v1/openapi.json">OpenAPI description</a></li>
-<li><a href="metrics">metrics</a></li>
-</ul>
-</html>
-"""
+
+
+def _asset(name: str) -> Response:
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    headers["Content-Security-Policy"] = _CSP
+    return Response(dashboard.asset(name), media_type=dashboard.ASSETS[name], headers=headers)
 
 
 def token_from_environment(name: str, environ: dict[str, str] | None = None) -> str | None:

@@ -21,6 +21,7 @@ from executors.base import Executor
 from executors.environments import EnvironmentStore
 from executors.process import PROC, find_run_processes, stop_run
 from executors.python import PythonExecutor
+from scheduler import dashboard
 from scheduler.api import create_app
 from scheduler.config import Config
 from scheduler.loops import Loop, MetadataBoard, MetadataLoop, OrganisationLoop, OrganisationSource
@@ -64,6 +65,8 @@ class Service:
             token_env=token_env,
             kills=self.runtime.kills,
             ready=self.ready,
+            repositories=dashboard.repository_links(config),
+            yarn_ui=dashboard.yarn_ui(config),
         )
         self._server: uvicorn.Server | None = None
         self._http: threading.Thread | None = None

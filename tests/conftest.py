@@ -4,6 +4,8 @@ import pytest
 
 from tests.backends import postgres_server
 
+pytest_plugins = ["tests.browser"]  # browser and page: real Chromium for the dashboard tests
+
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:

@@ -1,0 +1,437 @@
+// peach-scheduler dashboard: reads /api/v1, renders with DOM calls and textContent only (never HTML
+// built from data), keeps the user's place across refreshes. The token lives in sessionStorage only.
+"use strict";
+
+const API = "api/v1";
+const METADATA = "metadata";
+const REFRESH_MS = 5000;
+const TAIL_MS = 1000;
+const PAGE = 25;
+const SVG = "http://www.w3.org/2000/svg";
+
+const state = {
+  codops: null, // an organisation, or METADATA for the shared loop
+  task: null, // "codops/task" when a task is selected
+  pageBefore: [], // stack of `before` anchors: [] is the newest page
+  next: null,
+  links: { repositories: {}, yarn_ui: null },
+  tail: null, // { runId, offset, timer }
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "className") node.className = value;
+    else if (key === "onclick") node.addEventListener("click", value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+async function getJSON(path) {
+  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+function say(text, isError) {
+  const status = $("status");
+  status.textContent = text;
+  status.className = isError ? "error" : "";
+}
+
+// -- formatting ---------------------------------------------------------------------------------------
+
+function when(iso) {
+  return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—";
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+function statusBadge(status) {
+  return el("span", { className: `badge s-${(status || "none").toLowerCase()}` }, status || "never run");
+}
+
+function taskKey(task) {
+  return `${task.codops}/${task.task}`;
+}
+
+function splitKey(key) {
+  const at = key.indexOf("/");
+  return at < 0 ? [state.codops, key] : [key.slice(0, at), key.slice(at + 1)];
+}
+
+// -- URL: the organisation and task are the user's place --------------------------------------------
+
+function readURL() {
+  const params = new URLSearchParams(location.search);
+  state.codops = params.get("codops");
+  const task = params.get("task");
+  state.task = task && state.codops ? (task.includes("/") ? task : `${state.codops}/${task}`) : null;
+}
+
+function writeURL() {
+  const params = new URLSearchParams();
+  if (state.codops) params.set("codops", state.codops);
+  if (state.task) {
+    const [codops, task] = splitKey(state.task);
+    params.set("task", state.codops === METADATA ? `${codops}/${task}` : task);
+  }
+  history.replaceState(null, "", `${location.pathname}?${params}`);
+}
+
+// -- focus survives re-rendering: elements carry a data-focus key ------------------------------------
+
+function rememberFocus() {
+  const active = document.activeElement;
+  return active && active.dataset ? active.dataset.focus : undefined;
+}
+
+function restoreFocus(key) {
+  if (!key) return;
+  const again = document.querySelector(`[data-focus="${CSS.escape(key)}"]`);
+  if (again) again.focus();
+}
+
+// -- organisations ------------------------------------------------------------------------------------
+
+async function loadOrganisations() {
+  const organisations = await getJSON(`${API}/organisations`);
+  const select = $("org");
+  const chosen = state.codops;
+  select.replaceChildren();
+  for (const org of organisations) {
+    const label = org.failing ? `${org.codops} (${org.failing} failing)` : org.codops;
+    select.append(el("option", { value: org.codops }, label));
+  }
+  select.append(el("option", { value: METADATA }, "metadata loop (all organisations)"));
+  if (!chosen && organisations.length) state.codops = organisations[0].codops;
+  select.value = state.codops || METADATA;
+}
+
+// -- tasks --------------------------------------------------------------------------------------------
+
+async function loadTasks() {
+  const metadata = state.codops === METADATA;
+  const tasks = await getJSON(
+    metadata ? `${API}/tasks?loop=${METADATA}` : `${API}/organisations/${encodeURIComponent(state.codops)}/tasks`,
+  );
+  const problems = metadata ? [] : await getJSON(`${API}/organisations/${encodeURIComponent(state.codops)}/problems`);
+  $("tasks-title").textContent = metadata ? "Tasks of the metadata loop" : `Tasks of ${state.codops}`;
+  renderProblems(problems);
+  const focus = rememberFocus();
+  const rows = tasks.map((task) => {
+    const key = taskKey(task);
+    const name = metadata ? key : task.task;
+    const link = el("a", { href: `?codops=${encodeURIComponent(state.codops)}&task=${encodeURIComponent(metadata ? key : task.task)}`, "data-focus": `task:${key}`, "data-task": key }, name);
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      selectTask(key);
+    });
+    const trigger = el("button", { type: "button", className: "trigger", "data-focus": `trigger:${key}`, "aria-label": `trigger ${name}` }, "Trigger");
+    trigger.addEventListener("click", () => act(`${API}/organisations/${encodeURIComponent(task.codops)}/tasks/${encodeURIComponent(task.task)}/trigger`, `trigger of ${key}`));
+    return el(
+      "tr",
+      { "data-task": key, className: key === state.task ? "selected" : null },
+      el("td", {}, link, task.enabled ? null : el("span", { className: "muted" }, " (disabled)")),
+      el("td", {}, el("span", { className: `state st-${task.state.toLowerCase()}` }, task.state)),
+      el("td", {}, statusBadge(task.last_status)),
+      el("td", {}, when(task.last_started_at)),
+      el("td", { className: "num" }, duration(task.last_duration_seconds)),
+      el("td", {}, task.executor),
+      el("td", {}, task.loop),
+      el("td", {}, when(task.next_due)),
+      el("td", {}, trigger),
+    );
+  });
+  $("tasks").tBodies[0].replaceChildren(...rows);
+  $("tasks-empty").hidden = tasks.length > 0;
+  restoreFocus(focus);
+}
+
+function renderProblems(problems) {
+  $("problems-section").hidden = problems.length === 0;
+  $("problems").replaceChildren(
+    ...problems.map((problem) => {
+      const where = `${problem.repository}: ${problem.file}${problem.line ? `:${problem.line}` : ""}${problem.cell ? ` (cell ${problem.cell})` : ""}`;
+      return el("li", { className: `problem ${problem.severity}` }, el("strong", {}, problem.severity), " ", el("code", {}, where), " ", problem.message);
+    }),
+  );
+}
+
+// -- one task: chart, runs, logs ------------------------------------------------------------------------
+
+function selectTask(key) {
+  state.task = key;
+  state.pageBefore = [];
+  stopTail();
+  $("log").textContent = "";
+  $("log-title").textContent = "Log";
+  writeURL();
+  for (const row of $("tasks").tBodies[0].rows) row.classList.toggle("selected", row.dataset.task === key);
+  refreshTask().catch((error) => say(error.message, true));
+}
+
+async function refreshTask() {
+  $("task-section").hidden = !state.task;
+  if (!state.task) return;
+  const [codops, task] = splitKey(state.task);
+  $("task-title").textContent = `${codops} / ${task}`;
+  const query = `codops=${encodeURIComponent(codops)}&task=${encodeURIComponent(task)}`;
+  const before = state.pageBefore.length ? `&before=${encodeURIComponent(state.pageBefore.at(-1))}` : "";
+  const [page, series] = await Promise.all([
+    getJSON(`${API}/runs?${query}&limit=${PAGE}${before}`),
+    getJSON(`${API}/durations?${query}`),
+  ]);
+  renderRuns(page.runs, codops);
+  state.next = page.next;
+  $("older").disabled = !page.next;
+  $("newer").disabled = state.pageBefore.length === 0;
+  renderChart(series);
+}
+
+function commitLink(run, codops) {
+  if (!run.version) return document.createTextNode("—");
+  const base = state.links.repositories[codops];
+  if (base && /^https?:\/\//.test(base)) {
+    return el("a", { href: `${base.replace(/\.git$/, "").replace(/\/$/, "")}/commit/${encodeURIComponent(run.version)}`, title: run.version }, run.short_version);
+  }
+  return el("code", { title: run.version }, run.short_version);
+}
+
+function applicationLink(run) {
+  if (!run.application_id) return document.createTextNode("—");
+  if (state.links.yarn_ui) return el("a", { href: `${state.links.yarn_ui}/cluster/app/${encodeURIComponent(run.application_id)}` }, run.application_id);
+  return el("code", {}, run.application_id);
+}
+
+function renderRuns(runs, codops) {
+  const focus = rememberFocus();
+  const rows = runs.map((run) => {
+    const log = el("button", { type: "button", className: "show-log", "data-focus": `log:${run.id}` }, "Log");
+    log.addEventListener("click", () => showLog(run));
+    const kill =
+      run.status === "RUNNING" ? el("button", { type: "button", className: "kill", "data-focus": `kill:${run.id}` }, "Kill") : null;
+    if (kill) kill.addEventListener("click", () => act(`${API}/runs/${encodeURIComponent(run.id)}/kill`, `kill of run ${run.id}`));
+    return el(
+      "tr",
+      { "data-run": run.id, "data-status": run.status, className: state.tail && state.tail.runId === run.id ? "selected" : null },
+      el("td", {}, commitLink(run, codops)),
+      el("td", {}, when(run.started_at)),
+      el("td", {}, statusBadge(run.status), run.outcome ? el("span", { className: "muted" }, ` ${run.outcome}`) : null),
+      el("td", { className: "num" }, duration(run.duration_seconds)),
+      el("td", {}, applicationLink(run)),
+      el("td", {}, log, kill ? " " : null, kill),
+    );
+  });
+  $("runs").tBodies[0].replaceChildren(...rows);
+  restoreFocus(focus);
+}
+
+// Successes are green circles, failures red crosses, anything else (killed, timed out, lost, running)
+// amber squares: told apart by shape as well as colour.
+function renderChart(series) {
+  const svg = $("chart");
+  const width = Math.max(300, Math.round(svg.getBoundingClientRect().width) || 900); // 1 unit = 1 px: text unstretched
+  svg.setAttribute("viewBox", `0 0 ${width} 220`);
+  const height = 220;
+  const pad = { left: 56, right: 12, top: 12, bottom: 28 };
+  const points = series.points.filter((p) => p.started_at);
+  const times = points.map((p) => Date.parse(p.started_at));
+  const values = points.map((p) => p.duration_seconds || 0);
+  const t0 = Math.min(...times);
+  const t1 = Math.max(...times);
+  const top = Math.max(1e-3, ...values) * 1.1;
+  const x = (t) => pad.left + (t1 > t0 ? ((t - t0) / (t1 - t0)) * (width - pad.left - pad.right) : (width - pad.left - pad.right) / 2);
+  const y = (v) => height - pad.bottom - (v / top) * (height - pad.top - pad.bottom);
+  const node = (tag, attrs) => {
+    const made = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attrs)) made.setAttribute(key, value);
+    return made;
+  };
+  const parts = [
+    node("line", { x1: pad.left, y1: height - pad.bottom, x2: width - pad.right, y2: height - pad.bottom, class: "axis" }),
+    node("line", { x1: pad.left, y1: pad.top, x2: pad.left, y2: height - pad.bottom, class: "axis" }),
+  ];
+  const label = (text, attrs) => {
+    const made = node("text", attrs);
+    made.textContent = text;
+    return made;
+  };
+  parts.push(label(duration(top), { x: pad.left - 4, y: pad.top + 10, class: "tick", "text-anchor": "end" }));
+  parts.push(label("0", { x: pad.left - 4, y: height - pad.bottom, class: "tick", "text-anchor": "end" }));
+  if (points.length) {
+    parts.push(label(when(points[0].started_at), { x: pad.left, y: height - 8, class: "tick" }));
+    parts.push(label(when(points.at(-1).started_at), { x: width - pad.right, y: height - 8, class: "tick", "text-anchor": "end" }));
+  }
+  points.forEach((p, i) => {
+    const cx = x(times[i]);
+    const cy = y(values[i]);
+    let mark;
+    if (p.status === "SUCCEEDED") mark = node("circle", { cx, cy, r: 4 });
+    else if (p.status === "FAILED") mark = node("path", { d: `M${cx - 4},${cy - 4}L${cx + 4},${cy + 4}M${cx - 4},${cy + 4}L${cx + 4},${cy - 4}` });
+    else mark = node("rect", { x: cx - 3.5, y: cy - 3.5, width: 7, height: 7 });
+    mark.setAttribute("class", `pt pt-${p.status.toLowerCase()}`);
+    mark.setAttribute("data-run", p.id);
+    mark.setAttribute("data-status", p.status);
+    const title = node("title", {});
+    title.textContent = `${when(p.started_at)} · ${p.status} · ${duration(p.duration_seconds)}`;
+    mark.append(title);
+    parts.push(mark);
+  });
+  svg.replaceChildren(...parts);
+  const failures = points.filter((p) => p.status !== "SUCCEEDED").length;
+  const shown = points.length === series.total ? `${series.total} runs` : `${points.length} of ${series.total} runs (downsampled)`;
+  $("chart-caption").textContent = `Durations over time: ${shown}; ● succeeded, ✕ failed, ■ other (${failures} not succeeded).`;
+}
+
+// -- logs ---------------------------------------------------------------------------------------------
+
+function stopTail() {
+  if (state.tail && state.tail.timer) clearTimeout(state.tail.timer);
+  state.tail = null;
+}
+
+async function showLog(run) {
+  stopTail();
+  const pre = $("log");
+  $("log-title").textContent = `Log of run ${run.id} (${run.status})`;
+  const response = await fetch(`${API}/runs/${encodeURIComponent(run.id)}/log`);
+  const text = await response.text();
+  pre.textContent = text;
+  pre.dataset.run = run.id;
+  for (const row of $("runs").tBodies[0].rows) row.classList.toggle("selected", row.dataset.run === run.id);
+  if (run.status === "RUNNING") {
+    state.tail = { runId: run.id, offset: new TextEncoder().encode(text).length, timer: null };
+    $("log-title").textContent = `Log of run ${run.id} (RUNNING, following)`;
+    state.tail.timer = setTimeout(tail, TAIL_MS);
+  }
+}
+
+// Live tail: ask only for the bytes added since the last read (Range), until the run ends.
+async function tail() {
+  const current = state.tail;
+  if (!current) return;
+  try {
+    const response = await fetch(`${API}/runs/${encodeURIComponent(current.runId)}/log`, { headers: { Range: `bytes=${current.offset}-` } });
+    if (response.status === 206) {
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      current.offset += bytes.length;
+      const pre = $("log");
+      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.append(document.createTextNode(new TextDecoder().decode(bytes)));
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    }
+    const run = await getJSON(`${API}/runs/${encodeURIComponent(current.runId)}`);
+    if (run.status !== "RUNNING" && response.status !== 206) {
+      $("log-title").textContent = `Log of run ${run.id} (${run.status})`;
+      state.tail = null;
+      return;
+    }
+  } catch (error) {
+    say(error.message, true);
+  }
+  if (state.tail === current) current.timer = setTimeout(tail, TAIL_MS);
+}
+
+async function showAllLogs() {
+  stopTail();
+  const rows = [...$("runs").tBodies[0].rows].map((row) => row.dataset.run).reverse();
+  const texts = await Promise.all(rows.map((id) => fetch(`${API}/runs/${encodeURIComponent(id)}/log`).then((r) => r.text())));
+  const pre = $("log");
+  pre.textContent = rows.map((id, i) => `===== run ${id} =====\n${texts[i]}`).join("\n");
+  delete pre.dataset.run;
+  $("log-title").textContent = `Logs of ${rows.length} runs, oldest first`;
+}
+
+// -- actions: trigger and kill carry the token the user typed -----------------------------------------
+
+async function act(path, what) {
+  const token = $("token").value.trim();
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(path, { method: "POST", headers });
+  if (response.ok) {
+    say(`${what}: accepted`);
+    refresh();
+    return;
+  }
+  let detail = `HTTP ${response.status}`;
+  try {
+    detail = `${detail}: ${(await response.json()).detail}`;
+  } catch (_) {
+    // not JSON: the status says enough
+  }
+  say(`${what} refused (${detail})${response.status === 401 ? ": enter the API token above" : ""}`, true);
+}
+
+// -- refresh ------------------------------------------------------------------------------------------
+
+let refreshing = false;
+async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    await loadOrganisations();
+    if (state.codops) {
+      await loadTasks();
+      await refreshTask();
+    }
+    document.body.dataset.loaded = String(Date.now());
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    $("updated").className = "";
+  } catch (error) {
+    // its own line: a refresh never overwrites what an action said in #status
+    $("updated").textContent = `refresh failed: ${error.message}`;
+    $("updated").className = "error";
+  } finally {
+    refreshing = false;
+  }
+}
+
+async function start() {
+  readURL();
+  const token = $("token");
+  token.value = sessionStorage.getItem("peach-token") || "";
+  token.addEventListener("change", () => sessionStorage.setItem("peach-token", token.value));
+  $("org").addEventListener("change", (event) => {
+    state.codops = event.target.value;
+    state.task = null;
+    state.pageBefore = [];
+    stopTail();
+    writeURL();
+    refresh();
+  });
+  $("older").addEventListener("click", () => {
+    if (!state.next) return;
+    state.pageBefore.push(state.next);
+    refreshTask();
+  });
+  $("newer").addEventListener("click", () => {
+    state.pageBefore = [];
+    refreshTask();
+  });
+  $("all-logs").addEventListener("click", () => showAllLogs().catch((error) => say(error.message, true)));
+  try {
+    state.links = await getJSON(`${API}/dashboard`);
+  } catch (_) {
+    // links are a nicety
+  }
+  await refresh();
+  writeURL();
+  setInterval(refresh, REFRESH_MS);
+}
+
+start();
