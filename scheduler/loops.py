@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from scheduler.definitions import Problem, Severity, Task
 from scheduler.models import RunTrigger
@@ -156,8 +156,12 @@ class Loop(threading.Thread):
         if task.loop != self.loop_name or not self.due(task, triggered):
             return None
         manual = (task.codops, task.name) in triggered
-        self._last_start[(task.codops, task.name)] = datetime.now(UTC)
-        return execute(self.runtime, task, version, RunTrigger.MANUAL if manual else RunTrigger.SCHEDULE)
+        started = self._last_start[(task.codops, task.name)] = datetime.now(UTC)
+        run = execute(self.runtime, task, version, RunTrigger.MANUAL if manual else RunTrigger.SCHEDULE)
+        if task.definition.every is not None:
+            due = started + timedelta(seconds=task.definition.every)
+            self.runtime.store.set_next_due(task.codops, task.name, due)
+        return run
 
 
 class OrganisationLoop(Loop):

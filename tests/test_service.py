@@ -136,6 +136,11 @@ def test_every_spaces_runs_out(tmp_path: Path) -> None:
     try:
         assert sorted(r.task for r in service.once()) == ["always", "hourly"]
         assert [r.task for r in service.once()] == ["always"]
+        states = {t.task: t for t in service.store.task_states("alpha")}
+        assert states["always"].next_due is None
+        hourly = states["hourly"]
+        assert hourly.next_due is not None and hourly.last_started_at is not None
+        assert 3599 < (hourly.next_due - hourly.last_started_at).total_seconds() < 3601
     finally:
         service.close()
 
