@@ -192,6 +192,7 @@ class YarnExecution(ProcessExecution):
     def _end(self, status: Status | None, why: str) -> Outcome:
         if status is not None and self.outcome is None and self.submitted and self._final is None:
             self._kill_application(why)  # spark-submit is gone: the base class would not call ``stopping``
+            self._final = (status, f"{why}: {self._stopped}", None)
         self._wake.set()
         outcome = super()._end(status, why)
         if status is not None and not self.submitted and self.application_id is None:
@@ -240,6 +241,4 @@ class YarnExecution(ProcessExecution):
         if self._final is not None:
             final, summary, error = self._final
             return replace(base, status=final, summary=summary, error=error or base.error)
-        if status is not None and self.submitted:
-            return replace(base, summary=f"{why}: {self._stopped or 'application state unknown'}")
         return base
