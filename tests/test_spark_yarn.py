@@ -5,7 +5,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,9 @@ from executors.yarn import ResourceManager
 from executors.yarn_run import YarnExecution
 from scheduler.config import Organisation, Resources, SparkSettings
 from scheduler.errors import ExecutionError, ResourceManagerError
+from scheduler.models import RunStatus
+from scheduler.state import Store
+from scheduler.yarn_recovery import recover_applications
 from tests.executor_fixtures import marked_processes
 from tests.fake_rm import FakeResourceManager
 from tests.fake_spark_submit import write_stand_in
@@ -270,3 +273,43 @@ def test_driver_logs_come_from_the_log_server_or_fall_back_to_the_nodemanager(
     assert source.startswith("NodeManager") and "DISABLED" in source
     assert files == {"stdout": b"from "}  # capped
     assert yarn.apps_by_tag("peach-run-nobody") == []  # {"apps": null}
+
+
+def test_restart_reattaches_live_runs_and_kills_the_rest(tmp_path: Path, rm: FakeResourceManager) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        soon = datetime.now(UTC) + timedelta(hours=1)
+        live = store.start_run("chrts", "live", loop="chrts", executor="spark", version="a", deadline=soon)
+        late = store.start_run(
+            "chrts",
+            "late",
+            loop="chrts",
+            executor="spark",
+            version="a",
+            deadline=datetime.now(UTC) - timedelta(1),
+        )
+        apps = {
+            run_id: rm.submit("peach-chrts-x", "chrts", ["peach", f"peach-run-{run_id}"])
+            for run_id in (live.id, late.id, "r-gone")
+        }
+        rm.set_state(apps[live.id], "RUNNING")
+        done = rm.submit("peach-chrts-old", "chrts", ["peach", "peach-run-r-old"])
+        rm.set_state(done, "FINISHED", "SUCCEEDED")
+        decisions, followers = recover_applications(client(rm.url), store, poll=0.05)
+        actions = {d.app_id: (d.action, d.why) for d in decisions}
+        assert actions == {
+            apps[live.id]: ("follow", "its run is still going"),
+            apps[late.id]: ("kill", "its run is past its deadline"),
+            apps["r-gone"]: ("kill", "its run is unknown"),
+        }
+        assert sorted(rm.kill_requests) == sorted([apps[late.id], apps["r-gone"]])
+        assert rm.apps[apps[late.id]]["state"] == "KILLED"
+        (follower,) = followers
+        rm.set_state(apps[live.id], "FINISHED", "SUCCEEDED")
+        follower.join(10)
+        closed = store.get_run(live.id)
+        assert closed.status is RunStatus.SUCCEEDED
+        assert closed.application_id == apps[live.id]
+        assert closed.outcome is not None and closed.outcome.startswith("re-attached after a restart")
+    finally:
+        store.close()
