@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from queues import commands as queue_commands
 from scheduler import commands as service_commands
 from scheduler.config import load_config
 from scheduler.definitions import Definitions, load_definitions
@@ -75,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_config_show)
 
     service_commands.register(commands)
+    queue_commands.register(commands)
     for name, sub in commands.choices.items():
         sub.set_defaults(command_name=name)
     return parser
