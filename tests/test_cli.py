@@ -111,6 +111,9 @@ def test_help_everywhere() -> None:
         ["logs"],
         ["trigger"],
         ["config", "show"],
+        ["queues"],
+        ["queues", "check"],
+        ["queues", "render"],
     ):
         proc = cli(*args, "--help")
         assert proc.returncode == 0 and "usage: peach-scheduler" in proc.stdout
