@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from queues import commands as queue_commands
 from scheduler import commands as service_commands
 from scheduler.definitions import Definitions, load_definitions
 from scheduler.errors import ConfigError
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_config_show)
 
     service_commands.register(commands)
+    queue_commands.register(commands)
     for name, sub in commands.choices.items():
         sub.set_defaults(command_name=name)
     return parser

@@ -124,6 +124,8 @@ class SparkSettings(_Model):
     deploy_mode: Literal["client", "cluster"] = "client"
     python: StrictStr | None = None  # interpreter path on the cluster nodes; None: the environment's
     conf: dict[StrictStr, StrictStr | StrictBool | int | float] = Field(default_factory=dict, repr=False)
+    # task-level ``spark`` settings a task may set (globs like ``spark.sql.shuffle.*``); others fail
+    allowed_overrides: tuple[StrictStr, ...] = ()
 
     @field_validator("submit")
     @classmethod
@@ -133,6 +135,12 @@ class SparkSettings(_Model):
 
 class YarnSettings(_Model):
     resourcemanagers: tuple[StrictStr, ...] = ()  # several for ResourceManager HA
+    timeout: Seconds = 10.0  # every REST call; then the next ResourceManager is tried
+    retries: int = Field(3, ge=1, le=20)  # passes over all ResourceManagers before a call fails
+    poll: Seconds = 2.0  # how often a running application's state is asked
+    lifetime_grace: Seconds = 600.0  # the application's YARN LIFETIME is the run's deadline plus this
+    log_server: StrictStr | None = None  # aggregated logs (a ``.../ws/v1/node``-style URL)
+    log_wait: Seconds = 30.0  # how long to wait for log aggregation after an application ends
 
     @field_validator("resourcemanagers")
     @classmethod

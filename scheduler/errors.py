@@ -72,3 +72,7 @@ class RunNotFound(PeachError, LookupError):
 
 class TaskNotFound(PeachError, LookupError):
     """No (current) task has this codops and name."""
+
+
+class ResourceManagerError(PeachError, ConnectionError):
+    """No ResourceManager answered a YARN REST call (every address tried, retries spent), or it refused it."""

@@ -21,9 +21,12 @@ from executors.base import Executor
 from executors.environments import EnvironmentStore
 from executors.process import PROC, find_run_processes, stop_run
 from executors.python import PythonExecutor
+from executors.spark import SparkExecutor
+from executors.yarn import ResourceManager
 from scheduler import dashboard
 from scheduler.api import create_app
 from scheduler.config import Config
+from scheduler.errors import ResourceManagerError
 from scheduler.loops import Loop, MetadataBoard, MetadataLoop, OrganisationLoop, OrganisationSource
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
@@ -31,6 +34,7 @@ from scheduler.records import Run
 from scheduler.repos import repository_syncs
 from scheduler.runs import Runtime
 from scheduler.state import Store
+from scheduler.yarn_recovery import Follower, recover_applications
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,28 @@ class Service:
         self.store = Store.from_url(config.database_url)
         self.metrics = Metrics()
         environments = EnvironmentStore(config.workspace / "environments", observe=self._environment_event)
-        executors: dict[str, Executor] = {"python": PythonExecutor(environments, config.workspace / "runs")}
+        yarn = config.yarn
+        self.resourcemanager = (
+            ResourceManager(yarn.resourcemanagers, timeout=yarn.timeout, retries=yarn.retries)
+            if yarn.resourcemanagers
+            else None
+        )
+        self.followers: list[Follower] = []  # YARN applications re-attached at restart
+        spark = SparkExecutor(
+            environments,
+            config.workspace / "runs",
+            config.spark,
+            config.organisations,
+            resourcemanager=self.resourcemanager,
+            log_server=yarn.log_server,
+            lifetime_grace=yarn.lifetime_grace,
+            poll=yarn.poll,
+            log_wait=yarn.log_wait,
+        )
+        executors: dict[str, Executor] = {
+            "python": PythonExecutor(environments, config.workspace / "runs"),
+            "spark": spark,
+        }
         self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits)
         board = MetadataBoard()
         self.organisations = {
@@ -166,7 +191,10 @@ class Service:
         so a survivor is killed rather than followed: its log could no longer be captured.
         """
         closed = []
+        following = self._recover_yarn()
         for run in self.store.running_runs():
+            if run.id in following:
+                continue
             pids = find_run_processes(run.id, self.proc_root)
             if pids:
                 stop_run(run.id, grace=2.0, proc_root=self.proc_root)
@@ -182,6 +210,24 @@ class Service:
             closed.append(finished)
         self._recovered = True
         return closed
+
+    def _recover_yarn(self) -> set[str]:
+        """YARN applications tagged ``peach`` still ACCEPTED/RUNNING: their runs re-attached (the ids
+        returned, closed by a follower when the application ends) or the applications killed."""
+        if self.resourcemanager is None:
+            return set()
+        try:
+            _, followers = recover_applications(
+                self.resourcemanager,
+                self.store,
+                poll=self.config.yarn.poll,
+                finished=self.metrics.run_finished,
+            )
+        except ResourceManagerError as exc:
+            log.error("restart recovery: YARN applications not checked: %s", exc)
+            return set()
+        self.followers.extend(followers)
+        return {follower.run_record.id for follower in followers}
 
 
 def install_signal_handlers(service: Service) -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.state import Store
@@ -109,11 +111,15 @@ def test_help_everywhere() -> None:
         ["logs"],
         ["trigger"],
         ["config", "show"],
+        ["queues"],
+        ["queues", "check"],
+        ["queues", "render"],
     ):
         proc = cli(*args, "--help")
         assert proc.returncode == 0 and "usage: peach-scheduler" in proc.stdout
 
 
+@pytest.mark.timeout(300)  # word_count is a spark task: a JVM start, slow on a loaded machine
 def test_demo_runs_the_service_on_a_sample_repository(tmp_path: Path) -> None:
     output = tmp_path / "demo.log"
     with output.open("wb") as sink:

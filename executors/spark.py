@@ -1,0 +1,287 @@
+"""The spark executor: the task's runner script, submitted with ``spark-submit`` (never through a shell).
+
+Masters:
+
+- ``local[*]`` (the embedded default) and ``spark://`` standalone (client mode): the driver runs here, under
+  the python executor's process rules (own session, group kill, run marker sweep). The driver's Python is
+  the task environment's interpreter (``PYSPARK_PYTHON``/``PYSPARK_DRIVER_PYTHON``). pyspark itself is not
+  installed into task environments: the run's ``pyspark/`` directory holds two symlinks, to the
+  scheduler's own ``pyspark`` and ``py4j`` packages, and goes on ``PYTHONPATH`` (driver, and executors
+  through ``spark.executorEnv.PYTHONPATH``). So the Python side always matches the JVM side that
+  ``spark-submit`` starts, and nothing else of the scheduler's packages leaks into task code.
+- ``yarn``: cluster mode. The environment is packed (``EnvironmentStore.archive``, built for the cluster's
+  interpreter ``spark.python``) and shipped with ``--archives <tar.gz>#environment``; the driver and
+  executors run ``./environment/bin/python``. ``spark.yarn.submit.waitAppCompletion=false`` makes
+  spark-submit return once YARN accepted the application; from then on the run is followed, killed and
+  its logs fetched through the ResourceManager (``executors.yarn_run``).
+
+Every submission carries lowercase YARN tags ``peach``, ``peach-codops-<codops>``, ``peach-task-<task>``,
+``peach-run-<run id>`` (YARN allows 10 tags of 100 characters), so a run's application is found again
+by its tag. Task-level ``spark`` settings are passed only where the operator's ``spark.allowed_overrides``
+(glob patterns) permit.
+"""
+
+import fnmatch
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from executors.base import Executor, RunRequest
+from executors.environments import Environment, EnvironmentStore
+from executors.logs import LogLimits
+from executors.process import PROC, Popen, ProcessExecution
+from executors.python import DEFAULT_PASS_ENV, RUN_ID, task_environment
+from executors.runner import runner_script
+from executors.yarn import ResourceManager
+from executors.yarn_run import YarnExecution
+from scheduler.config import Organisation, Resources, SparkSettings
+from scheduler.errors import EnvironmentBuildError, ExecutionError
+
+log = logging.getLogger(__name__)
+
+SPARK_PASS_ENV: tuple[str, ...] = (*DEFAULT_PASS_ENV, "JAVA_HOME", "SPARK_HOME", "SPARK_CONF_DIR")
+SPARK_PASS_ENV += ("HADOOP_CONF_DIR", "YARN_CONF_DIR", "HADOOP_USER_NAME")
+YARN_PYTHON = "./environment/bin/python"
+MAX_TAGS, MAX_TAG_LENGTH = 10, 100
+
+
+def spark_home() -> Path | None:
+    """The directory of the installed ``pyspark`` package (a Spark home with ``bin/spark-submit``)."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_submit(submit: str) -> str:
+    """``submit`` as configured; the bare default ``spark-submit`` not on PATH means pyspark's own."""
+    if "/" in submit or shutil.which(submit):
+        return submit
+    home = spark_home()
+    return str(home / "bin" / "spark-submit") if home is not None else submit
+
+
+def run_tags(request: RunRequest) -> list[str]:
+    """The YARN application tags of a run: lowercase, no commas, at most 10 of at most 100 characters."""
+    task = request.task
+    tags = ["peach", f"peach-codops-{task.codops}", f"peach-task-{task.name}", run_tag(request.run_id)]
+    return [tag.lower().replace(",", "_")[:MAX_TAG_LENGTH] for tag in tags][:MAX_TAGS]
+
+
+def run_tag(run_id: str) -> str:
+    return f"peach-run-{run_id}".lower()[:MAX_TAG_LENGTH]
+
+
+def task_overrides(request: RunRequest, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The task's own ``spark`` settings; one the operator does not allow fails the run before it starts."""
+    refused = [key for key in request.task.definition.spark if not _allowed(key, allowed)]
+    if refused:
+        raise ExecutionError(
+            f"run {request.run_id}: task {request.task.key} sets {', '.join(sorted(refused))}, which the "
+            "operator does not allow tasks to override (spark.allowed_overrides)"
+        )
+    return {key: _conf_value(value) for key, value in request.task.definition.spark.items()}
+
+
+def _allowed(key: str, allowed: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in allowed)
+
+
+def _conf_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def submit_command(
+    settings: SparkSettings,
+    organisation: Organisation,
+    request: RunRequest,
+    runner: Path,
+    *,
+    archive: Path | None = None,
+    python_path: Path | None = None,
+) -> list[str]:
+    """The spark-submit argument list for one run."""
+    task, resources = request.task, organisation.resources
+    yarn = settings.master == "yarn"
+    command = [resolve_submit(settings.submit), "--master", settings.master]
+    command += ["--deploy-mode", settings.deploy_mode, "--name", f"peach-{task.codops}-{task.name}"]
+    if yarn:
+        command += ["--queue", organisation.queue, "--num-executors", str(resources.executors)]
+    command += _resources(resources)
+    conf = {key: _conf_value(value) for key, value in settings.conf.items()}
+    conf.update(task_overrides(request, settings.allowed_overrides))
+    if yarn:
+        if archive is not None:
+            command += ["--archives", f"{archive}#environment"]
+            conf["spark.yarn.appMasterEnv.PYSPARK_PYTHON"] = YARN_PYTHON
+            conf["spark.executorEnv.PYSPARK_PYTHON"] = YARN_PYTHON
+        for name in ("PEACH_RUN_ID", "PEACH_CODOPS", "PEACH_TASK", "PEACH_VERSION"):
+            value = {"PEACH_RUN_ID": request.run_id, "PEACH_CODOPS": task.codops}.get(name)
+            value = value or {"PEACH_TASK": task.name, "PEACH_VERSION": request.version}.get(name, "")
+            conf[f"spark.yarn.appMasterEnv.{name}"] = value
+        conf["spark.yarn.maxAppAttempts"] = "1"  # a retried driver must not run the task twice
+        conf["spark.yarn.submit.waitAppCompletion"] = "false"
+        conf["spark.yarn.tags"] = ",".join(run_tags(request))
+    elif python_path is not None:
+        conf["spark.executorEnv.PYTHONPATH"] = str(python_path)
+    for key in sorted(conf):
+        command += ["--conf", f"{key}={conf[key]}"]
+    return [*command, str(runner)]
+
+
+def _resources(resources: Resources) -> list[str]:
+    return [
+        "--executor-cores",
+        str(resources.executor_cores),
+        "--executor-memory",
+        resources.executor_memory,
+        "--driver-memory",
+        resources.driver_memory,
+    ]
+
+
+def pyspark_path(target: Path) -> Path:
+    """A directory with only the scheduler's ``pyspark`` and ``py4j`` packages in it (symlinks)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("pyspark", "py4j"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise ExecutionError(f"{name} is not installed next to the scheduler: local Spark cannot run")
+        (target / name).symlink_to(next(iter(spec.submodule_search_locations)), target_is_directory=True)
+    return target
+
+
+class SparkExecutor(Executor):
+    """Runs spark tasks with spark-submit. ``organisations`` gives each codops its queue and resources;
+    ``resourcemanager`` is required for the ``yarn`` master."""
+
+    name = "spark"
+
+    def __init__(
+        self,
+        environments: EnvironmentStore,
+        runs_root: Path,
+        settings: SparkSettings,
+        organisations: Mapping[str, Organisation],
+        *,
+        resourcemanager: ResourceManager | None = None,
+        log_server: str | None = None,
+        lifetime_grace: float = 600.0,
+        poll: float = 2.0,
+        log_wait: float = 30.0,
+        grace: float = 10.0,
+        limits: LogLimits | None = None,
+        pass_env: tuple[str, ...] = SPARK_PASS_ENV,
+        keep_workdir: bool = False,
+        source_env: Mapping[str, str] | None = None,
+        proc_root: Path = PROC,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        popen: Popen = subprocess.Popen,
+    ) -> None:
+        self.environments, self.runs_root = environments, Path(runs_root)
+        self.settings, self.organisations = settings, organisations
+        self.resourcemanager, self.log_server = resourcemanager, log_server
+        self.lifetime_grace, self.poll, self.log_wait = lifetime_grace, poll, log_wait
+        self.grace, self.limits, self.pass_env = grace, limits or LogLimits(), pass_env
+        self.keep_workdir = keep_workdir
+        self._source_env = source_env
+        self._proc_root, self._clock, self._wall, self._popen = proc_root, clock, wall, popen
+
+    @property
+    def yarn(self) -> bool:
+        return self.settings.master == "yarn"
+
+    def organisation(self, codops: str) -> Organisation:
+        """The codops' profile; one not in the configuration gets the defaults and its own queue."""
+        return self.organisations.get(codops) or Organisation(queue=codops)
+
+    def prepare(self, request: RunRequest) -> ProcessExecution:
+        if not RUN_ID.fullmatch(request.run_id):
+            raise ExecutionError(f"run id {request.run_id!r} is not usable as a directory name")
+        if self.yarn and self.resourcemanager is None:
+            raise ExecutionError("the spark master is yarn but no ResourceManager is configured")
+        task_overrides(request, self.settings.allowed_overrides)  # refuse before building anything
+        run_dir = self.runs_root / request.run_id
+        try:
+            run_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise ExecutionError(f"run {request.run_id}: cannot create {run_dir}: {exc}") from exc
+        log_path = run_dir / "output.log"
+        env = self._environment(request, log_path)
+        try:
+            workdir = run_dir / "work"
+            (workdir / "tmp").mkdir(parents=True)
+            runner = run_dir / "runner.py"
+            runner.write_text(runner_script(request.task))
+            source = os.environ if self._source_env is None else self._source_env
+            environ = task_environment(request, workdir, env, source, self.pass_env)
+            python_path = None
+            if not self.yarn:
+                python_path = pyspark_path(run_dir / "pyspark")
+                environ["PYTHONPATH"] = str(python_path)
+                environ["PYSPARK_PYTHON"] = environ["PYSPARK_DRIVER_PYTHON"] = str(env.python)
+                home = spark_home()
+                if "SPARK_HOME" not in environ and home is not None:
+                    environ["SPARK_HOME"] = str(home)
+            organisation = self.organisation(request.task.codops)
+            command = submit_command(
+                self.settings, organisation, request, runner, archive=env.archive, python_path=python_path
+            )
+        except OSError as exc:
+            env.release()
+            raise ExecutionError(f"run {request.run_id}: cannot prepare {run_dir}: {exc}") from exc
+        except BaseException:
+            env.release()
+            raise
+
+        def cleanup() -> None:
+            env.release()
+            if not self.keep_workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+        options = dict(
+            limits=self.limits,
+            grace=self.grace,
+            proc_root=self._proc_root,
+            clock=self._clock,
+            wall=self._wall,
+            popen=self._popen,
+            cleanup=cleanup,
+        )
+        log.info("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
+        if not self.yarn:
+            return ProcessExecution(request, command, environ, workdir, log_path, **options)  # type: ignore[arg-type]
+        assert self.resourcemanager is not None
+        return YarnExecution(
+            request,
+            command,
+            environ,
+            workdir,
+            log_path,
+            resourcemanager=self.resourcemanager,
+            tag=run_tag(request.run_id),
+            log_server=self.log_server,
+            lifetime_grace=self.lifetime_grace,
+            poll=self.poll,
+            log_wait=self.log_wait,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def _environment(self, request: RunRequest, log_path: Path) -> Environment:
+        requirements = request.task.requirements
+        try:
+            if self.yarn:
+                return self.environments.archive(
+                    requirements, self.settings.python or self.environments.python
+                )
+            return self.environments.ensure(requirements)
+        except EnvironmentBuildError as exc:
+            log_path.write_text(f"[peach] run {request.run_id}: {exc}\n\n{exc.details}")
+            log.warning("run %s: task %s: no environment: %s", request.run_id, request.task.key, exc)
+            raise

@@ -1,0 +1,207 @@
+"""The YARN ResourceManager, through its REST API (``yarn-api-client``), with HA failover and bounded retries.
+
+Every call goes to the ResourceManager that answered last; when it stops answering (connection error,
+timeout, a standby's 503) the next address is tried, and the whole list is retried ``retries`` times with a
+growing pause before ``ResourceManagerError`` is raised. A standby that knows the active one redirects
+(307) and ``requests`` follows the redirect, as Hadoop intends. A 404 from an answering RM is an answer
+(the application is unknown), not a reason to fail over.
+
+The endpoints used (Hadoop "ResourceManager REST APIs"): ``/ws/v1/cluster/apps?applicationTags=&states=``,
+``/ws/v1/cluster/apps/{id}``, ``/ws/v1/cluster/apps/{id}/state`` (GET, and PUT ``{"state": "KILLED"}``),
+``/ws/v1/cluster/apps/{id}/timeout`` (PUT LIFETIME), ``/ws/v1/cluster/apps/{id}/appattempts`` and
+``/ws/v1/cluster/scheduler``; for logs, a log server's or NodeManager's
+``/ws/v1/node/containers/{container}/logs/{file}`` (Hadoop 3 NodeManager REST API).
+"""
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from yarn_api_client import ResourceManager as RestClient  # type: ignore[import-untyped]
+from yarn_api_client.errors import APIError  # type: ignore[import-untyped]
+
+from scheduler.errors import ResourceManagerError
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATES = ("NEW", "NEW_SAVING", "SUBMITTED", "ACCEPTED", "RUNNING")
+FINAL_STATES = ("FINISHED", "FAILED", "KILLED")
+LOG_FILES = ("stdout", "stderr")
+
+
+class NotFound(ResourceManagerError, LookupError):
+    """The ResourceManager answered 404: it does not know the application."""
+
+
+class ResourceManager:
+    """A client for one YARN cluster: ``addresses`` are its ResourceManagers (several for HA)."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not addresses:
+            raise ResourceManagerError(
+                "no YARN ResourceManager address is configured (yarn.resourcemanagers)"
+            )
+        self.addresses = [address.rstrip("/") for address in addresses]
+        self.timeout, self.retries, self.backoff, self._sleep = timeout, retries, backoff, sleep
+        self._active = 0
+        self._clients: dict[int, RestClient] = {}
+
+    @property
+    def active(self) -> str:
+        """The address that answered last (or will be tried first)."""
+        return self.addresses[self._active]
+
+    def _client(self, index: int) -> RestClient:
+        if index not in self._clients:
+            try:  # yarn-api-client checks the address answers /cluster as an active RM
+                self._clients[index] = RestClient([self.addresses[index]], timeout=self.timeout)
+            except requests.RequestException as exc:
+                raise ResourceManagerError(str(exc)) from exc
+            except Exception as exc:  # "No active RMs found" is a bare Exception
+                raise ResourceManagerError(f"{self.addresses[index]}: {exc}") from exc
+        return self._clients[index]
+
+    def call(self, what: str, request: Callable[[RestClient], Any]) -> Any:
+        """``request(client)`` against the active RM, failing over and retrying; the response's JSON."""
+        last: Exception | None = None
+        for attempt in range(self.retries):
+            for step in range(len(self.addresses)):
+                index = (self._active + step) % len(self.addresses)
+                try:
+                    data = request(self._client(index)).data
+                except APIError as exc:
+                    if "status: 404" in str(exc):
+                        raise NotFound(f"{what}: {self.addresses[index]} answered 404") from exc
+                    last = exc
+                except (requests.RequestException, ResourceManagerError, ValueError) as exc:
+                    last = exc
+                else:
+                    if index != self._active:
+                        log.warning("YARN: failed over to ResourceManager %s", self.addresses[index])
+                    self._active = index
+                    return data
+                self._clients.pop(index, None)
+                log.info("YARN: %s on %s failed: %s", what, self.addresses[index], last)
+            if attempt + 1 < self.retries:
+                self._sleep(self.backoff * 2**attempt)
+        raise ResourceManagerError(f"YARN: {what}: no ResourceManager answered ({last})")
+
+    # -- applications -----------------------------------------------------------------------------------
+
+    def apps_by_tag(self, tag: str, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Applications carrying ``tag`` (YARN lowercases tags), optionally only in ``states``."""
+        data = self.call(
+            f"applications tagged {tag}",
+            lambda rm: rm.cluster_applications(
+                application_tags=[tag], states=list(states) if states else None
+            ),
+        )
+        apps = (data or {}).get("apps") or {}  # {"apps": null} when there are none
+        return list(apps.get("app") or [])
+
+    def app(self, app_id: str) -> dict[str, Any]:
+        """The application report (state, finalStatus, diagnostics, applicationTags, ...)."""
+        report: dict[str, Any] = self.call(f"report of {app_id}", lambda rm: rm.cluster_application(app_id))[
+            "app"
+        ]
+        return report
+
+    def attempts(self, app_id: str) -> list[dict[str, Any]]:
+        data = self.call(f"attempts of {app_id}", lambda rm: rm.cluster_application_attempts(app_id))
+        return list(((data or {}).get("appAttempts") or {}).get("appAttempt") or [])
+
+    def kill(self, app_id: str, confirm: float = 30.0, poll: float = 0.5) -> str:
+        """Kill an application (``PUT .../state {"state": "KILLED"}``), re-asked until the RM confirms a
+        final state or ``confirm`` seconds pass; returns the last state seen."""
+        end = time.monotonic() + confirm
+        state = ""
+        while True:
+            state = self.call(f"state of {app_id}", lambda rm: rm.cluster_application_state(app_id))["state"]
+            if state in FINAL_STATES:
+                return str(state)
+            if time.monotonic() >= end:
+                return str(state)
+            self.call(f"kill of {app_id}", lambda rm: rm.cluster_application_kill(app_id))
+            self._sleep(poll)
+
+    def set_lifetime(self, app_id: str, expiry: float) -> None:
+        """Set the application's LIFETIME timeout to the epoch time ``expiry``: YARN kills it then."""
+        moment = datetime.fromtimestamp(expiry, UTC)
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+        self.call(
+            f"lifetime of {app_id}",
+            lambda rm: rm.cluster_update_application_timeout(app_id, "LIFETIME", stamp),
+        )
+
+    def scheduler(self) -> dict[str, Any]:
+        """The scheduler description (``schedulerInfo``: capacity scheduler queues)."""
+        info: dict[str, Any] = self.call("scheduler", lambda rm: rm.cluster_scheduler())["scheduler"][
+            "schedulerInfo"
+        ]
+        return info
+
+    # -- logs -------------------------------------------------------------------------------------------
+
+    def driver_logs(
+        self, app_id: str, log_server: str | None, max_bytes: int, wait: float = 30.0, poll: float = 1.0
+    ) -> tuple[str, dict[str, bytes]]:
+        """The AM (driver) container's stdout/stderr: (the source used, {file: content}).
+
+        Waits up to ``wait`` seconds for log aggregation to settle. With aggregation done and a log server
+        configured, the logs come from it; otherwise (aggregation disabled, failed or still going) from the
+        NodeManager that ran the container, which keeps them when aggregation is disabled.
+        """
+        end = time.monotonic() + wait
+        status = ""
+        while True:
+            status = str(self.app(app_id).get("logAggregationStatus") or "DISABLED")
+            if status not in ("NOT_START", "RUNNING", "RUNNING_WITH_FAILURE") or time.monotonic() >= end:
+                break
+            self._sleep(poll)
+        attempts = self.attempts(app_id)
+        if not attempts:
+            return "none (the application has no attempt)", {}
+        attempt = attempts[-1]
+        container = str(attempt.get("containerId") or "")
+        sources = []
+        if status == "SUCCEEDED" and log_server:
+            sources.append((f"aggregated logs from {log_server}", log_server.rstrip("/")))
+        node = str(attempt.get("nodeHttpAddress") or "")
+        if node:
+            base = node if "://" in node else f"http://{node}"
+            sources.append((f"NodeManager {node} (log aggregation {status})", f"{base}/ws/v1/node"))
+        for source, base in sources:
+            files = {}
+            for name in LOG_FILES:
+                content = self._fetch(f"{base}/containers/{container}/logs/{name}", max_bytes)
+                if content is not None:
+                    files[name] = content
+            if files:
+                return source, files
+        return f"none (log aggregation {status}; no log server or NodeManager served them)", {}
+
+    def _fetch(self, url: str, max_bytes: int) -> bytes | None:
+        try:
+            with requests.get(url, timeout=self.timeout, stream=True) as response:
+                if response.status_code != 200:
+                    return None
+                data = b""
+                for chunk in response.iter_content(65536):
+                    data += chunk
+                    if len(data) >= max_bytes:
+                        return data[:max_bytes]
+                return data
+        except requests.RequestException as exc:
+            log.info("YARN: fetching %s failed: %s", url, exc)
+            return None

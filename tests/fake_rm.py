@@ -1,0 +1,218 @@
+"""A small fake YARN ResourceManager (and NodeManager log endpoints) for the spark executor tests.
+
+It serves the subset of the documented Hadoop REST contract the scheduler uses, with the documented shapes
+("ResourceManager REST API's", hadoop-yarn-site/ResourceManagerRest.html; "NodeManager REST API's",
+hadoop-yarn-site/NodeManagerRest.html, Hadoop 3.3):
+
+- ``GET /ws/v1/cluster/apps?applicationTags=a,b&states=ACCEPTED,RUNNING``: ``{"apps": {"app": [...]}}``,
+  and ``{"apps": null}`` when nothing matches; a tag matches when the application has any of the tags.
+- ``GET /ws/v1/cluster/apps/{id}``: ``{"app": {...}}``; unknown ids answer 404 with a ``RemoteException``.
+- ``GET /ws/v1/cluster/apps/{id}/state``: ``{"state": "RUNNING"}``.
+- ``PUT /ws/v1/cluster/apps/{id}/state`` ``{"state": "KILLED"}``: 202 Accepted with the current state while
+  the kill is in progress, 200 with ``{"state": "KILLED"}`` once the application is final.
+- ``PUT /ws/v1/cluster/apps/{id}/timeout`` ``{"timeout": {"type": "LIFETIME", "expiryTime": "...Z"}}``:
+  200 with the updated timeout.
+- ``GET /ws/v1/cluster/apps/{id}/appattempts``: ``{"appAttempts": {"appAttempt": [...]}}`` with
+  ``containerId`` and ``nodeHttpAddress`` of the AM container.
+- ``GET /ws/v1/cluster/scheduler``: capacity scheduler ``schedulerInfo`` with its ``queues``.
+- A standby RM (HA) answers ``/cluster`` and the web services with a 307 redirect to the active RM when it
+  knows it, else 503 "This is standby RM" (``RMWebAppFilter``).
+- NodeManager: ``GET /ws/v1/node/containers/{container}/logs/{file}``: the file as text/plain.
+
+Not Hadoop: ``submit`` (a Python method the stand-in spark-submit reaches through ``POST /fake/submit``)
+registers an application as YARN would when a client submits one.
+"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+CLUSTER_TIMESTAMP = 1700000000000
+
+
+class FakeResourceManager:
+    def __init__(self) -> None:
+        self.apps: dict[str, dict[str, Any]] = {}
+        self.standby = False
+        self.active_url: str | None = None  # where a standby redirects
+        self.kill_requests: list[str] = []
+        self.timeouts: dict[str, str] = {}
+        self.node_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (NodeManager)
+        self.server_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (log server)
+        self.queues: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- what YARN does on its side -------------------------------------------------------------------
+
+    def submit(self, name: str, queue: str, tags: list[str]) -> str:
+        with self._lock:
+            app_id = f"application_{CLUSTER_TIMESTAMP}_{len(self.apps) + 1:04d}"
+            container = f"container_{CLUSTER_TIMESTAMP}_{len(self.apps) + 1:04d}_01_000001"
+            self.apps[app_id] = {
+                "id": app_id,
+                "name": name,
+                "queue": queue,
+                "applicationTags": ",".join(tag.lower() for tag in tags),
+                "state": "ACCEPTED",
+                "finalStatus": "UNDEFINED",
+                "diagnostics": "",
+                "logAggregationStatus": "DISABLED",
+                "startedTime": int(time.time() * 1000),
+                "_container": container,
+                "_killing": False,
+            }
+            return app_id
+
+    def set_state(self, app_id: str, state: str, final: str = "UNDEFINED", diagnostics: str = "") -> None:
+        with self._lock:
+            self.apps[app_id].update(state=state, finalStatus=final, diagnostics=diagnostics)
+
+    def container(self, app_id: str) -> str:
+        return str(self.apps[app_id]["_container"])
+
+    # -- HTTP -----------------------------------------------------------------------------------------
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._dispatch("GET")
+
+            def do_PUT(self) -> None:
+                self._dispatch("PUT")
+
+            def do_POST(self) -> None:
+                self._dispatch("POST")
+
+            def _body(self) -> Any:
+                length = int(self.headers.get("Content-Length") or 0)
+                return json.loads(self.rfile.read(length) or b"{}")
+
+            def _send(self, code: int, data: Any, content: str = "application/json") -> None:
+                body = data.encode() if isinstance(data, str) else json.dumps(data).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", content)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _dispatch(self, method: str) -> None:
+                parts = urlsplit(self.path)
+                fake.requests.append((method, parts.path))
+                if fake.standby and not parts.path.startswith("/fake/"):
+                    if fake.active_url:
+                        self.send_response(307)
+                        self.send_header("Location", fake.active_url + self.path)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                    else:
+                        self._send(503, "This is standby RM. The redirect url is: ", "text/plain")
+                    return
+                if parts.path == "/fake/submit":
+                    body = self._body()
+                    self._send(200, {"id": fake.submit(body["name"], body["queue"], body["tags"])})
+                    return
+                with fake._lock:
+                    code, data, content = fake._route(method, parts.path, parse_qs(parts.query), self)
+                self._send(code, data, content)
+
+        return Handler
+
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], handler: Any
+    ) -> tuple[int, Any, str]:
+        json_type = "application/json"
+        segments = [s for s in path.split("/") if s]
+        if path == "/cluster":
+            return 200, "<html>ResourceManager</html>", "text/html"
+        if segments[:3] == ["ws", "v1", "cluster"]:
+            rest = segments[3:]
+            if rest == ["scheduler"]:
+                info = {"type": "capacityScheduler", "queueName": "root", "queues": {"queue": self.queues}}
+                return 200, {"scheduler": {"schedulerInfo": info}}, json_type
+            if rest == ["apps"]:
+                return 200, {"apps": self._list(query)}, json_type
+            if len(rest) >= 2 and rest[0] == "apps":
+                app = self.apps.get(rest[1])
+                if app is None:
+                    exception = {
+                        "exception": "NotFoundException",
+                        "message": f"app with id: {rest[1]} not found",
+                    }
+                    return 404, {"RemoteException": exception}, json_type
+                return self._app(method, app, rest[2:], handler)
+        if segments[:3] == ["ws", "v1", "node"] and len(segments) == 7:
+            text = self.node_logs.get(segments[4], {}).get(segments[6])
+            return (200, text, "text/plain") if text is not None else (404, "not found", "text/plain")
+        if segments[:1] == ["logserver"] and len(segments) == 5:
+            text = self.server_logs.get(segments[2], {}).get(segments[4])
+            return (200, text, "text/plain") if text is not None else (404, "not found", "text/plain")
+        return 404, {"RemoteException": {"exception": "NotFoundException", "message": path}}, json_type
+
+    def _list(self, query: dict[str, list[str]]) -> dict[str, Any] | None:
+        tags = {t for value in query.get("applicationTags", []) for t in value.lower().split(",") if t}
+        states = {s for value in query.get("states", []) for s in value.upper().split(",") if s}
+        found = []
+        for app in self.apps.values():
+            if tags and not tags & set(app["applicationTags"].split(",")):
+                continue
+            if states and app["state"] not in states:
+                continue
+            found.append(_public(app))
+        return {"app": found} if found else None
+
+    def _app(self, method: str, app: dict[str, Any], rest: list[str], handler: Any) -> tuple[int, Any, str]:
+        json_type = "application/json"
+        final = app["state"] in ("FINISHED", "FAILED", "KILLED")
+        if app["_killing"] and not final:  # the kill takes effect between two requests
+            app.update(state="KILLED", finalStatus="KILLED", diagnostics="Application killed by user.")
+            final = True
+        if rest == []:
+            return 200, {"app": _public(app)}, json_type
+        if rest == ["state"] and method == "GET":
+            return 200, {"state": app["state"]}, json_type
+        if rest == ["state"] and method == "PUT":
+            if handler._body().get("state") != "KILLED":
+                return 400, {"RemoteException": {"message": "only KILLED"}}, json_type
+            self.kill_requests.append(app["id"])
+            if final:
+                return 200, {"state": app["state"]}, json_type
+            app["_killing"] = True
+            return 202, {"state": app["state"]}, json_type
+        if rest == ["timeout"] and method == "PUT":
+            timeout = handler._body()["timeout"]
+            self.timeouts[app["id"]] = timeout["expiryTime"]
+            return 200, {"timeout": {**timeout, "remainingTimeInSeconds": 3600}}, json_type
+        if rest == ["appattempts"]:
+            attempt = {
+                "id": 1,
+                "containerId": app["_container"],
+                "nodeHttpAddress": self.url.removeprefix("http://"),
+                "appAttemptId": app["id"].replace("application", "appattempt") + "_000001",
+            }
+            return 200, {"appAttempts": {"appAttempt": [attempt]}}, json_type
+        return 404, {"RemoteException": {"exception": "NotFoundException"}}, json_type
+
+
+def _public(app: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in app.items() if not k.startswith("_")}
