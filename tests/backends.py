@@ -103,8 +103,11 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 @contextmanager
-def prometheus_server(target: str, workdir: Path) -> Iterator[str]:
-    """A real Prometheus scraping ``target`` (host:port) every second; yields its base URL."""
+def prometheus_server(
+    target: str, workdir: Path, *, job: str = "peach", rules: Path | None = None
+) -> Iterator[str]:
+    """A real Prometheus scraping ``target`` (host:port) every second as ``job``, evaluating ``rules``
+    if given; yields its base URL."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus missing: run bin/setup (installs Debian's prometheus)")
@@ -112,7 +115,8 @@ def prometheus_server(target: str, workdir: Path) -> Iterator[str]:
     config = workdir / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: peach\n    static_configs:\n      - targets: ['{target}']\n"
+        + (f"rule_files: ['{rules}']\n" if rules else "")
+        + f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
     )
     log = (workdir / "prometheus.log").open("wb")
     process = subprocess.Popen(
@@ -135,9 +139,13 @@ def prometheus_server(target: str, workdir: Path) -> Iterator[str]:
         log.close()
 
 
+def prometheus_api(base: str, path: str) -> Any:
+    """The decoded JSON answer of Prometheus's HTTP API at ``path`` (e.g. ``/api/v1/rules``)."""
+    return json.loads(_get(f"{base}{path}"))
+
+
 def prometheus_query(base: str, query: str) -> list[dict[str, Any]]:
-    body = _get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": query}))
-    answer = json.loads(body)
+    answer = prometheus_api(base, "/api/v1/query?" + urllib.parse.urlencode({"query": query}))
     assert answer["status"] == "success", answer
     result: list[dict[str, Any]] = answer["data"]["result"]
     return result

@@ -4,12 +4,7 @@ rule evaluates without error (no many-to-many matches, no bad types)."""
 
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,39 +14,14 @@ from typing import Any
 
 import pytest
 
-from tests.deploytools import DASHBOARD, RULES, tool
+from tests.backends import prometheus_api, prometheus_server, wait_for
+from tests.backends import prometheus_query as query
+from tests.deploytools import DASHBOARD, RULES
 from tests.metric_samples import CODOPS, LiveSamples, static_exposition
 from tests.promql import LABEL_VALUES_QUERY
 
 # Grafana's variables as a user choosing one organisation and all its tasks would have them.
 GRAFANA = {"$codops": CODOPS, "$task": ".*", "$__rate_interval": "30s", "$__range": "1m"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback test server)
-        return json.loads(response.read())
-
-
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback test server)
-        return bool(response.status == 200)
-
-
-def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError, LookupError):  # not up yet, no sample yet
-            if condition():
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 @contextlib.contextmanager
@@ -81,50 +51,6 @@ def metrics_endpoint(render: Callable[[], str]) -> Iterator[str]:
         thread.join(5)
 
 
-@contextlib.contextmanager
-def prometheus(target: str, workdir: Path) -> Iterator[str]:
-    """A real Prometheus scraping ``target`` every second as job peach-scheduler, with our rules."""
-    port = _free_port()
-    config = workdir / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{RULES}']\n"
-        f"scrape_configs:\n  - job_name: peach-scheduler\n    static_configs: [{{targets: ['{target}']}}]\n",
-        encoding="utf-8",
-    )
-    with (workdir / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                tool("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait(lambda: _ready(f"{base}/-/ready"), 30, "Prometheus to be ready")
-            yield base
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def query(base: str, expr: str) -> list[dict[str, Any]]:
-    answer = _get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-    assert answer["status"] == "success", answer
-    result: list[dict[str, Any]] = answer["data"]["result"]
-    return result
-
-
 def grafana(expr: str) -> str:
     for variable, value in sorted(GRAFANA.items(), key=lambda item: -len(item[0])):
         expr = expr.replace(variable, value)
@@ -141,8 +67,13 @@ def samples(request: pytest.FixtureRequest) -> Callable[[], str]:
 
 def test_dashboard_queries_and_rules_on_a_real_prometheus(samples: Callable[[], str], tmp_path: Path) -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    with metrics_endpoint(samples) as target, prometheus(target, tmp_path) as base:
-        _wait(lambda: float(query(base, "count_over_time(up[1m])")[0]["value"][1]) >= 4, 30, "four scrapes")
+    with (
+        metrics_endpoint(samples) as target,
+        prometheus_server(target, tmp_path, job="peach-scheduler", rules=RULES) as base,
+    ):
+        wait_for(
+            lambda: float(query(base, "count_over_time(up[1m])")[0]["value"][1]) >= 4, 30, "four scrapes"
+        )
 
         empty = []
         for panel in dashboard["panels"]:
@@ -156,16 +87,16 @@ def test_dashboard_queries_and_rules_on_a_real_prometheus(samples: Callable[[], 
                 match = LABEL_VALUES_QUERY.match(variable["query"])
                 assert match
                 params = urllib.parse.urlencode({"match[]": grafana(match["selector"])})
-                values = _get(f"{base}/api/v1/label/{match['label']}/values?{params}")["data"]
+                values = prometheus_api(base, f"/api/v1/label/{match['label']}/values?{params}")["data"]
                 assert values, variable["name"]
                 if variable["name"] == "codops":
                     assert values == [CODOPS]
 
         def evaluated() -> list[dict[str, Any]]:
-            groups = _get(f"{base}/api/v1/rules")["data"]["groups"]
+            groups = prometheus_api(base, "/api/v1/rules")["data"]["groups"]
             return [rule for group in groups for rule in group["rules"]]
 
-        _wait(lambda: all(r["health"] != "unknown" for r in evaluated()), 30, "every rule evaluated")
+        wait_for(lambda: all(r["health"] != "unknown" for r in evaluated()), 30, "every rule evaluated")
         rules = evaluated()
         assert len(rules) >= 9
         assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
