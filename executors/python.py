@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from executors.base import Executor, RunRequest
 from executors.environments import Environment, EnvironmentStore
@@ -90,6 +91,7 @@ class PythonExecutor(Executor):
     def prepare(self, request: RunRequest) -> ProcessExecution:
         if not RUN_ID.fullmatch(request.run_id):
             raise ExecutionError(f"run id {request.run_id!r} is not usable as a directory name")
+        self._check(request)
         run_dir = self.run_dir(request.run_id)
         try:
             run_dir.mkdir(parents=True)
@@ -99,7 +101,7 @@ class PythonExecutor(Executor):
             raise ExecutionError(f"run {request.run_id}: cannot create {run_dir}: {exc}") from exc
         log_path = run_dir / "output.log"
         try:
-            env = self.environments.ensure(request.task.requirements)
+            env = self._environment(request)
         except EnvironmentBuildError as exc:
             log_path.write_text(f"[peach] run {request.run_id}: {exc}\n\n{exc.details}")
             log.warning("run %s: task %s: no environment: %s", request.run_id, request.task.key, exc)
@@ -111,6 +113,7 @@ class PythonExecutor(Executor):
             runner.write_text(runner_script(request.task))
             source = os.environ if self._source_env is None else self._source_env
             environ = task_environment(request, workdir, env, source, self.pass_env)
+            command = self._command(request, run_dir, runner, env, environ)
         except OSError as exc:
             env.release()
             raise ExecutionError(f"run {request.run_id}: cannot prepare {run_dir}: {exc}") from exc
@@ -123,17 +126,42 @@ class PythonExecutor(Executor):
             if not self.keep_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
+        return self._execution(request, command, environ, workdir, log_path, cleanup)
+
+    # -- the steps another local-process executor (spark-submit) changes -----------------------------
+
+    def _check(self, request: RunRequest) -> None:
+        """Refuse a run before anything is built for it."""
+
+    def _environment(self, request: RunRequest) -> Environment:
+        return self.environments.ensure(request.task.requirements)
+
+    def _command(
+        self, request: RunRequest, run_dir: Path, runner: Path, env: Environment, environ: dict[str, str]
+    ) -> list[str]:
+        """The command line; it may add to ``environ``."""
+        return [str(env.python), str(runner)]
+
+    def _execution(
+        self,
+        request: RunRequest,
+        command: list[str],
+        environ: dict[str, str],
+        workdir: Path,
+        log_path: Path,
+        cleanup: Callable[[], None],
+    ) -> ProcessExecution:
         return ProcessExecution(
-            request,
-            [str(env.python), str(runner)],
-            environ,
-            workdir,
-            log_path,
-            limits=self.limits,
-            grace=self.grace,
-            proc_root=self._proc_root,
-            clock=self._clock,
-            wall=self._wall,
-            popen=self._popen,
-            cleanup=cleanup,
+            request, command, environ, workdir, log_path, **self._process_options(cleanup)
         )
+
+    def _process_options(self, cleanup: Callable[[], None]) -> dict[str, Any]:
+        return {
+            "limits": self.limits,
+            "grace": self.grace,
+            "proc_root": self._proc_root,
+            "clock": self._clock,
+            "wall": self._wall,
+            "popen": self._popen,
+            "cleanup": cleanup,
+        }

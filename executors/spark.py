@@ -24,23 +24,21 @@ by its tag. Task-level ``spark`` settings are passed only where the operator's `
 import fnmatch
 import importlib.util
 import logging
-import os
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from executors.base import Executor, RunRequest
+from executors.base import RunRequest
 from executors.environments import Environment, EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import PROC, Popen, ProcessExecution
-from executors.python import DEFAULT_PASS_ENV, RUN_ID, task_environment
-from executors.runner import runner_script
+from executors.python import DEFAULT_PASS_ENV, PythonExecutor
 from executors.yarn import ResourceManager
 from executors.yarn_run import YarnExecution
 from scheduler.config import Organisation, Resources, SparkSettings
-from scheduler.errors import EnvironmentBuildError, ExecutionError
+from scheduler.errors import ExecutionError
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +154,7 @@ def pyspark_path(target: Path) -> Path:
     return target
 
 
-class SparkExecutor(Executor):
+class SparkExecutor(PythonExecutor):
     """Runs spark tasks with spark-submit. ``organisations`` gives each codops its queue and resources;
     ``resourcemanager`` is required for the ``yarn`` master."""
 
@@ -184,14 +182,22 @@ class SparkExecutor(Executor):
         wall: Callable[[], float] = time.time,
         popen: Popen = subprocess.Popen,
     ) -> None:
-        self.environments, self.runs_root = environments, Path(runs_root)
+        super().__init__(
+            environments,
+            runs_root,
+            grace=grace,
+            limits=limits,
+            pass_env=pass_env,
+            keep_workdir=keep_workdir,
+            source_env=source_env,
+            proc_root=proc_root,
+            clock=clock,
+            wall=wall,
+            popen=popen,
+        )
         self.settings, self.organisations = settings, organisations
         self.resourcemanager, self.log_server = resourcemanager, log_server
         self.lifetime_grace, self.poll, self.log_wait = lifetime_grace, poll, log_wait
-        self.grace, self.limits, self.pass_env = grace, limits or LogLimits(), pass_env
-        self.keep_workdir = keep_workdir
-        self._source_env = source_env
-        self._proc_root, self._clock, self._wall, self._popen = proc_root, clock, wall, popen
 
     @property
     def yarn(self) -> bool:
@@ -201,62 +207,45 @@ class SparkExecutor(Executor):
         """The codops' profile; one not in the configuration gets the defaults and its own queue."""
         return self.organisations.get(codops) or Organisation(queue=codops)
 
-    def prepare(self, request: RunRequest) -> ProcessExecution:
-        if not RUN_ID.fullmatch(request.run_id):
-            raise ExecutionError(f"run id {request.run_id!r} is not usable as a directory name")
+    def _check(self, request: RunRequest) -> None:
         if self.yarn and self.resourcemanager is None:
             raise ExecutionError("the spark master is yarn but no ResourceManager is configured")
         task_overrides(request, self.settings.allowed_overrides)  # refuse before building anything
-        run_dir = self.runs_root / request.run_id
-        try:
-            run_dir.mkdir(parents=True)
-        except OSError as exc:
-            raise ExecutionError(f"run {request.run_id}: cannot create {run_dir}: {exc}") from exc
-        log_path = run_dir / "output.log"
-        env = self._environment(request, log_path)
-        try:
-            workdir = run_dir / "work"
-            (workdir / "tmp").mkdir(parents=True)
-            runner = run_dir / "runner.py"
-            runner.write_text(runner_script(request.task))
-            source = os.environ if self._source_env is None else self._source_env
-            environ = task_environment(request, workdir, env, source, self.pass_env)
-            python_path = None
-            if not self.yarn:
-                python_path = pyspark_path(run_dir / "pyspark")
-                environ["PYTHONPATH"] = str(python_path)
-                environ["PYSPARK_PYTHON"] = environ["PYSPARK_DRIVER_PYTHON"] = str(env.python)
-                home = spark_home()
-                if "SPARK_HOME" not in environ and home is not None:
-                    environ["SPARK_HOME"] = str(home)
-            organisation = self.organisation(request.task.codops)
-            command = submit_command(
-                self.settings, organisation, request, runner, archive=env.archive, python_path=python_path
-            )
-        except OSError as exc:
-            env.release()
-            raise ExecutionError(f"run {request.run_id}: cannot prepare {run_dir}: {exc}") from exc
-        except BaseException:
-            env.release()
-            raise
 
-        def cleanup() -> None:
-            env.release()
-            if not self.keep_workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
+    def _environment(self, request: RunRequest) -> Environment:
+        if self.yarn:  # shipped to the cluster with --archives, built against the cluster's interpreter
+            python = self.settings.python or self.environments.python
+            return self.environments.archive(request.task.requirements, python)
+        return self.environments.ensure(request.task.requirements)
 
-        options = dict(
-            limits=self.limits,
-            grace=self.grace,
-            proc_root=self._proc_root,
-            clock=self._clock,
-            wall=self._wall,
-            popen=self._popen,
-            cleanup=cleanup,
-        )
-        log.info("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
+    def _command(
+        self, request: RunRequest, run_dir: Path, runner: Path, env: Environment, environ: dict[str, str]
+    ) -> list[str]:
+        python_path = None
         if not self.yarn:
-            return ProcessExecution(request, command, environ, workdir, log_path, **options)  # type: ignore[arg-type]
+            python_path = pyspark_path(run_dir / "pyspark")
+            environ["PYTHONPATH"] = str(python_path)
+            environ["PYSPARK_PYTHON"] = environ["PYSPARK_DRIVER_PYTHON"] = str(env.python)
+            home = spark_home()
+            if "SPARK_HOME" not in environ and home is not None:
+                environ["SPARK_HOME"] = str(home)
+        organisation = self.organisation(request.task.codops)
+        log.info("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
+        return submit_command(
+            self.settings, organisation, request, runner, archive=env.archive, python_path=python_path
+        )
+
+    def _execution(
+        self,
+        request: RunRequest,
+        command: list[str],
+        environ: dict[str, str],
+        workdir: Path,
+        log_path: Path,
+        cleanup: Callable[[], None],
+    ) -> ProcessExecution:
+        if not self.yarn:
+            return super()._execution(request, command, environ, workdir, log_path, cleanup)
         assert self.resourcemanager is not None
         return YarnExecution(
             request,
@@ -270,18 +259,5 @@ class SparkExecutor(Executor):
             lifetime_grace=self.lifetime_grace,
             poll=self.poll,
             log_wait=self.log_wait,
-            **options,  # type: ignore[arg-type]
+            **self._process_options(cleanup),
         )
-
-    def _environment(self, request: RunRequest, log_path: Path) -> Environment:
-        requirements = request.task.requirements
-        try:
-            if self.yarn:
-                return self.environments.archive(
-                    requirements, self.settings.python or self.environments.python
-                )
-            return self.environments.ensure(requirements)
-        except EnvironmentBuildError as exc:
-            log_path.write_text(f"[peach] run {request.run_id}: {exc}\n\n{exc.details}")
-            log.warning("run %s: task %s: no environment: %s", request.run_id, request.task.key, exc)
-            raise
