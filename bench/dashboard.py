@@ -20,6 +20,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find tests.browser
+
 import uvicorn
 from fastapi.responses import HTMLResponse
 from playwright.sync_api import Page, sync_playwright
@@ -28,16 +30,7 @@ from scheduler.api import create_app
 from scheduler.metrics import Metrics
 from scheduler.models import RunRow, TaskRow
 from scheduler.state import Store
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.browser import ARGS, CHROMIUM
 
 
 def fill(store: Store, runs: int) -> None:
@@ -132,7 +125,7 @@ def main() -> int:
         expected = len(store.durations("bench", "big"))
         try:
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
                 page = browser.new_page(viewport={"width": 1366, "height": 768})
                 task = f"{base}/?codops=bench&task=big"
                 ready = ("#runs tbody tr:nth-child(25)", "#chart .pt")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from executors.base import Execution, Outcome
 from scheduler.definitions import Task, load_definitions
 
 
@@ -99,3 +100,10 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def finish(execution: Execution, limit: float = 60) -> Outcome:
+    """Wait for a started run to end, at most ``limit`` seconds."""
+    outcome = execution.wait(until=time.monotonic() + limit)
+    assert outcome is not None, "run did not end in time"
+    return outcome

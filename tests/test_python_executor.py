@@ -20,7 +20,7 @@ from executors.logs import LogLimits
 from executors.process import ProcessExecution, find_run_processes
 from executors.python import PythonExecutor
 from scheduler.errors import ExecutionError
-from tests.executor_fixtures import alive, make_task, marked_processes, wait_for
+from tests.executor_fixtures import alive, finish, make_task, marked_processes, wait_for
 
 STAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", re.M)
 
@@ -65,12 +65,6 @@ def start(
     execution = executor.prepare(request)
     execution.start()
     return execution
-
-
-def finish(execution: ProcessExecution, limit: float = 60) -> Outcome:
-    outcome = execution.wait(until=time.monotonic() + limit)
-    assert outcome is not None, "run did not end in time"
-    return outcome
 
 
 def test_success_logs_timestamped_output(

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from executors.base import Outcome, RunRequest, Status
+from executors.base import RunRequest, Status
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import ProcessExecution
 from executors.spark import SparkExecutor, spark_home
 from scheduler.config import Organisation, Resources, SparkSettings
-from tests.executor_fixtures import marked_processes, wait_for
+from tests.executor_fixtures import finish, marked_processes, wait_for
 from tests.spark_fixtures import TEST_CONF, make_spark_task
 
 SMALL = Organisation(queue="default", resources=Resources(executor_memory="512m", driver_memory="512m"))
@@ -87,10 +87,7 @@ def start(
     return execution
 
 
-def finish(execution: ProcessExecution, limit: float = 180) -> Outcome:
-    outcome = execution.wait(until=time.monotonic() + limit)
-    assert outcome is not None, "run did not end in time"
-    return outcome
+JVM_RUN = 180.0  # seconds a run may take here: a JVM starts for it
 
 
 def test_local_notebook_task_gets_a_spark_session_and_succeeds(
@@ -101,7 +98,7 @@ def test_local_notebook_task_gets_a_spark_session_and_succeeds(
     assert execution.command[0] == str(spark_home() / "bin" / "spark-submit")  # type: ignore[operator]
     assert execution.command[1:3] == ["--master", "local[2]"]
     assert execution.env["PYSPARK_DRIVER_PYTHON"].startswith(str(store.root))  # the task's interpreter
-    outcome = finish(execution)
+    outcome = finish(execution, JVM_RUN)
     text = execution.read_log().decode()
     assert outcome.status is Status.SUCCEEDED, text[-3000:]
     assert "COUNTS [('be', 2), ('not', 1), ('or', 1), ('to', 2)]" in text
@@ -113,7 +110,7 @@ def test_local_task_failure_in_a_python_worker_fails_the_run(
 ) -> None:
     code = "def main(spark):\n    spark.sparkContext.parallelize([1, 2], 2).map(lambda x: x // 0).collect()\n"
     execution = start(executor(store, tmp_path, "local[2]"), tmp_path / "repo", code, no_leftovers)
-    outcome = finish(execution)
+    outcome = finish(execution, JVM_RUN)
     assert outcome.status is Status.FAILED
     assert outcome.exit_code == 1
     assert "ZeroDivisionError" in execution.read_log().decode()
@@ -201,7 +198,7 @@ def test_standalone_master_runs_the_task_in_client_mode(
     spark = executor(store, tmp_path, standalone)
     execution = start(spark, tmp_path / "repo", WORDS, no_leftovers)
     assert execution.command[1:5] == ["--master", standalone, "--deploy-mode", "client"]
-    outcome = finish(execution)
+    outcome = finish(execution, JVM_RUN)
     text = execution.read_log().decode()
     assert outcome.status is Status.SUCCEEDED, text[-3000:]
     assert "COUNTS [('be', 2), ('not', 1), ('or', 1), ('to', 2)]" in text
