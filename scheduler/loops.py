@@ -79,9 +79,10 @@ class OrganisationSource:
         self.runtime.metrics.validation_errors(self.codops, errors)
         self.board.publish(self.codops, (t.name for t in org.tasks if t.loop == METADATA_LOOP))
 
-    def fresh(self, name: str) -> tuple[Task, str | None] | None:
-        """The task ``name`` and its version at the branch head of this moment; None if it is gone."""
-        org = self.sync()
+    def fresh(self, name: str, synced: OrganisationTasks | None = None) -> tuple[Task, str | None] | None:
+        """The task ``name`` and its version at the branch head of this moment (``synced``: a sync that
+        has just been done, nothing having run since); None if it is gone."""
+        org = synced or self.sync()
         task = next((t for t in org.tasks if t.name == name), None)
         if task is None:
             return None
@@ -138,12 +139,16 @@ class Loop(threading.Thread):
         return {(t.codops, t.task) for t in self.runtime.store.take_triggers(self.loop_name)}
 
     def run_due(
-        self, organisation: OrganisationSource, name: str, triggered: set[tuple[str, str]]
+        self,
+        organisation: OrganisationSource,
+        name: str,
+        triggered: set[tuple[str, str]],
+        synced: OrganisationTasks | None = None,
     ) -> Run | None:
         """Run one task at the head of its branch if it still exists, is due, and the service goes on."""
         if self.runtime.stopping.is_set():
             return None
-        found = organisation.fresh(name)
+        found = organisation.fresh(name, synced)
         if found is None:
             log.info(
                 "loop %s: %s/%s is gone from the repository; not run",
@@ -177,7 +182,9 @@ class OrganisationLoop(Loop):
         mine = sorted((t for t in org.tasks if t.loop == self.loop_name), key=lambda t: t.name)
         due = [t.name for t in mine if self.due(t, triggered)]
         self.runtime.store.set_pending(self.loop_name, due)
-        runs = [self.run_due(self.organisation, name, triggered) for name in due]
+        runs: list[Run | None] = []
+        for name in due:  # the pass's own sync serves its first run; every later run syncs again
+            runs.append(self.run_due(self.organisation, name, triggered, synced=org if not runs else None))
         return [run for run in runs if run is not None]
 
 
