@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -398,6 +399,39 @@ class EnvironmentStore:
             return True
         finally:
             os.close(fd)
+
+
+_FROZEN: dict[tuple[str, tuple[int, ...]], tuple[str, ...]] = {}
+_FROZEN_LOCK = threading.Lock()
+
+
+def freeze(python: Path, uv: str | None = "auto", timeout: float = 60.0) -> tuple[str, ...]:
+    """The distributions installed in the environment of ``python``, as ``uv pip freeze`` (or ``pip
+    freeze``) prints them (``name==version``), sorted. Remembered until its site-packages change."""
+    sites = sorted((Path(python).parent.parent / "lib").glob("python*/site-packages"))
+    stamp = (str(python), tuple(site.stat().st_mtime_ns for site in sites))
+    with _FROZEN_LOCK:
+        if stamp in _FROZEN:
+            return _FROZEN[stamp]
+    uv = find_uv() if uv == "auto" else uv
+    command = [uv, "pip", "freeze", "--python", str(python)] if uv else [str(python), "-m", "pip", "freeze"]
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=builder_environment(os.environ),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentBuildError(f"cannot list the packages of {python}: {exc}") from exc
+    if done.returncode != 0:
+        raise EnvironmentBuildError(f"cannot list the packages of {python}: {done.stderr.strip()[-500:]}")
+    frozen = tuple(sorted(line.strip() for line in done.stdout.splitlines() if line.strip()))
+    with _FROZEN_LOCK:
+        _FROZEN[stamp] = frozen
+    return frozen
 
 
 def _size(path: Path) -> int:

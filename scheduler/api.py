@@ -1,6 +1,6 @@
 """The HTTP surface on one port: JSON API under ``/api/v1``, ``/metrics``, ``/healthz``, ``/readyz``, ``/``.
 
-Reading is open; trigger and kill need the bearer token named by ``http.api_token_env`` (compared in
+Reading is open; trigger, kill and rerun need the bearer token named by ``http.api_token_env`` (compared in
 constant time). Without a configured token they are refused, never left open. FastAPI gives the OpenAPI
 description (``/api/v1/openapi.json``) from the same code that serves the routes.
 """
@@ -8,7 +8,7 @@ description (``/api/v1/openapi.json``) from the same code that serves the routes
 import hmac
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,9 +17,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import dashboard
-from scheduler.errors import PeachError
+from scheduler.errors import ManifestNotFound, PeachError
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
+from scheduler.reruns import check_request
+from scheduler.rundiff import diff_runs
 from scheduler.runs import KillRequests
 from scheduler.state import Store
 
@@ -36,7 +38,10 @@ def create_app(
     ready: Callable[[], bool] = lambda: True,
     repositories: Mapping[str, str] | None = None,
     yarn_ui: str | None = None,
+    checkouts: Callable[[str], Sequence[Path]] | None = None,
 ) -> FastAPI:
+    """``checkouts(codops)``: the organisation's repository checkouts, where a rerun's commit is looked
+    for before the request is accepted (None: not checked here, only when the loop takes it)."""
     repositories = repositories or {}
     app = FastAPI(
         title="peach-scheduler",
@@ -48,7 +53,9 @@ def create_app(
 
     def authorised(authorization: Annotated[str | None, Header()] = None) -> None:
         if not token:
-            raise HTTPException(403, f"trigger and kill are disabled: no API token is set in ${token_env}")
+            raise HTTPException(
+                403, f"trigger, kill and rerun are disabled: no API token is set in ${token_env}"
+            )
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
@@ -125,7 +132,31 @@ def create_app(
 
     @app.get(f"{API}/runs/{{run_id}}", tags=["read"])
     def run(run_id: str) -> dict[str, Any]:
-        return store.get_run(run_id).as_dict()
+        """One run; ``manifest`` links to what it ran (null for runs recorded before manifests)."""
+        found = store.get_run(run_id).as_dict()
+        try:
+            store.get_manifest(run_id)
+            found["manifest"] = f"{API}/runs/{run_id}/manifest"
+        except ManifestNotFound:
+            found["manifest"] = None
+        return found
+
+    @app.get(f"{API}/runs/{{run_id}}/manifest", tags=["read"])
+    def manifest(run_id: str) -> dict[str, Any]:
+        """What the run ran: ``commit``, ``runner`` (the runner script as executed), ``requirements``
+        (declared), ``frozen`` (the exact ``name==version`` set installed; null when the environment
+        was never built), ``spark`` (the effective spark-submit settings, secrets redacted; null for the
+        python executor), ``args``, ``definition_file`` and ``definition`` (the task's YAML)."""
+        return store.get_manifest(run_id).as_dict()
+
+    @app.get(f"{API}/runs/{{run_id}}/diff/{{other_id}}", tags=["read"])
+    def diff(run_id: str, other_id: str) -> dict[str, Any]:
+        """What changed from run ``run_id`` to run ``other_id`` (two runs of one task): ``code`` (unified
+        diff of the runner scripts, task code as lines), ``definition`` (of the YAML), ``dependencies``
+        (``added``, ``removed``, ``changed`` packages and their ``diff``), ``commit``, ``spark`` and
+        ``args`` (each changed key with its ``a`` and ``b`` values). 409 for runs of different tasks."""
+        a, b = store.get_run(run_id), store.get_run(other_id)
+        return diff_runs(a, store.get_manifest(a.id), b, store.get_manifest(b.id)).as_dict()
 
     @app.get(f"{API}/runs/{{run_id}}/log", tags=["read"], response_class=Response)
     def run_log(run_id: str, range: Annotated[str | None, Header()] = None) -> Response:
@@ -152,6 +183,19 @@ def create_app(
             raise HTTPException(409, f"run {run_id} is {found.status.value}, not running here")
         kills.request(run_id, "killed through the API")
         return found.as_dict()
+
+    @app.post(
+        f"{API}/runs/{{run_id}}/rerun", tags=["act"], status_code=202, dependencies=[Depends(authorised)]
+    )
+    def rerun(run_id: str) -> dict[str, Any]:
+        """Run this run's task again at the run's commit, with the dependency set it had installed and
+        the same arguments, at its loop's next pass; the new run has ``trigger`` rerun and ``rerun_of``.
+        404 for an unknown run or one without a manifest, 409 when its commit is gone."""
+        found = store.get_run(run_id)
+        recorded = store.get_manifest(run_id)
+        if checkouts is not None:
+            check_request(checkouts(found.codops), found, recorded)
+        return store.request_rerun(run_id, requested_by="api").as_dict()
 
     return app
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from queues import commands as queue_commands
 from scheduler import commands as service_commands
+from scheduler import rerun_commands
 from scheduler.definitions import Definitions, load_definitions
 from scheduler.errors import ConfigError
 
@@ -75,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_config_show)
 
     service_commands.register(commands)
+    rerun_commands.register(commands)
     queue_commands.register(commands)
     for name, sub in commands.choices.items():
         sub.set_defaults(command_name=name)

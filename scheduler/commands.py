@@ -68,7 +68,15 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     tasks = command("tasks", _tasks, "list tasks with their state and last status", "List tasks.")
     tasks.add_argument("--codops", help="only this organisation")
     tasks.add_argument("--json", action="store_true", help="print a JSON array of task objects")
-    runs = command("runs", _runs, "list runs, newest first", "List runs, newest first.")
+    runs = command(
+        "runs",
+        _runs,
+        "list runs, newest first; 'runs show RUN_ID' for one run",
+        "List runs, newest first. 'runs show RUN_ID' prints one run and what it ran (commit, runner "
+        "script, installed dependency set, Spark settings, arguments, YAML definition).",
+    )
+    runs.add_argument("show", nargs="?", choices=["show"], help="show one run")
+    runs.add_argument("run_id", nargs="?", metavar="RUN_ID", help="the run to show")
     runs.add_argument("--codops")
     runs.add_argument("--task")
     runs.add_argument("--status", choices=STATUSES)
@@ -184,6 +192,12 @@ def _tasks(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from scheduler.models import RunStatus
 
+    if args.show:
+        from scheduler.rerun_commands import show_run
+
+        if not args.run_id:
+            raise ValueError("runs show needs a RUN_ID")
+        return show_run(args)
     status = RunStatus(args.status) if args.status else None
     runs = _store(args).list_runs(
         codops=args.codops, task=args.task, status=status, limit=args.limit, before=args.before

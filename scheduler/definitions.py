@@ -82,6 +82,7 @@ class Task:
     line: int
     requirements: tuple[str, ...]
     code: Extracted
+    definition_text: str = ""  # the task's part of its YAML file, as committed (``task_excerpt``)
 
     @property
     def key(self) -> str:
@@ -134,6 +135,7 @@ class _Loader:
     tasks: dict[tuple[str, str], Task] = field(default_factory=dict)
     codops_pins: dict[str, list[requirements.Pin]] = field(default_factory=dict)
     sources: dict[str, Source | ExtractionError] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # definition file -> its text
 
     def problem(self, file: str, line: int | None, message: str, **extra: Any) -> None:
         self.problems.append(Problem(file, line, message, **extra))
@@ -162,7 +164,8 @@ class _Loader:
             self.problem(relative, None, "is a symbolic link leading outside the repository")
             raise _Rejected
         try:
-            doc = load_bytes(path.read_bytes())
+            raw = path.read_bytes()
+            doc = load_bytes(raw)
         except YamlError as exc:
             self.problem(relative, exc.line, exc.message)
             raise _Rejected from None
@@ -172,6 +175,7 @@ class _Loader:
         if not isinstance(doc.data, dict):
             self.problem(relative, 1, "must be a mapping with 'codops' and 'tasks'")
             raise _Rejected
+        self.texts[relative] = raw.decode("utf-8")  # load_bytes checked it is UTF-8
         for key in doc.data:
             if key not in FILE_KEYS:
                 self.problem(relative, doc.line_of((key,)), _unknown_key(key, FILE_KEYS, "file"))
@@ -264,7 +268,10 @@ class _Loader:
         everything = {
             requirements.normalise(p.requirement) for p in [*self.codops_pins.get(codops, []), *own]
         }
-        self.tasks[(codops, name)] = Task(codops, name, spec, relative, line, tuple(sorted(everything)), code)
+        excerpt = task_excerpt(self.texts[relative], doc, name)
+        self.tasks[(codops, name)] = Task(
+            codops, name, spec, relative, line, tuple(sorted(everything)), code, excerpt
+        )
 
     def check_loop_and_timeout(self, spec: TaskDefinition, codops: str, reject: Any) -> None:
         loop = spec.loop or codops
@@ -342,6 +349,25 @@ def load_definitions(
     for relative in files:
         loader.load_file(relative)
     return Definitions(tuple(loader.tasks.values()), tuple(loader.problems), tuple(files))
+
+
+def task_excerpt(text: str, doc: Document, name: str) -> str:
+    """The lines of a definition file that define task ``name``: the file without the other tasks'
+    blocks (its header, shared dependencies and comments stay), so that comparing two commits' excerpts
+    shows only what changed for this task."""
+    tasks = doc.data.get("tasks") if isinstance(doc.data, dict) else None
+    if not isinstance(tasks, dict) or ("tasks", name) not in doc.lines:
+        return text
+    lines = text.splitlines(keepends=True)
+    starts = sorted({doc.line_of((key,)) for key in doc.data} | {doc.line_of(("tasks", t)) for t in tasks})
+
+    def block(task: str) -> range:
+        start = doc.line_of(("tasks", task))
+        return range(start, next((s for s in starts if s > start), len(lines) + 1))
+
+    mine = block(name)
+    others = {number for task in tasks if task != name for number in block(task)} - set(mine)
+    return "".join(line for number, line in enumerate(lines, 1) if number not in others)
 
 
 def _definition_files(root: Path, loader: _Loader) -> Iterator[str]:

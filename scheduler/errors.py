@@ -74,5 +74,17 @@ class TaskNotFound(PeachError, LookupError):
     """No (current) task has this codops and name."""
 
 
+class ManifestNotFound(PeachError, LookupError):
+    """A run has no manifest (it ran before manifests were recorded, or was never prepared)."""
+
+
+class RerunError(PeachError, RuntimeError):
+    """A run cannot be run again: its commit is gone from the repository, or its task from the commit."""
+
+
+class DiffError(PeachError, ValueError):
+    """Two runs cannot be compared (they are runs of different tasks)."""
+
+
 class ResourceManagerError(PeachError, ConnectionError):
     """No ResourceManager answered a YARN REST call (every address tried, retries spent), or it refused it."""

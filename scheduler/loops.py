@@ -13,14 +13,15 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from scheduler import reruns
 from scheduler.definitions import Problem, Severity, Task
 from scheduler.models import RunTrigger
-from scheduler.records import Run
+from scheduler.records import Run, Trigger
 from scheduler.repos import OrganisationTasks, RepositorySync, sync_organisation
 from scheduler.runs import Runtime, execute
 from scheduler.taskspec import METADATA_LOOP
@@ -89,6 +90,15 @@ class OrganisationSource:
         source = org.sources[task.key]
         return task, source.commit
 
+    def rerun(self, request: Trigger) -> Run | None:
+        """Run ``request.rerun_of`` again at its commit (``scheduler.reruns``)."""
+        if not self.syncs:
+            log.warning("%s: rerun of %s: the organisation has no repository", self.codops, request.rerun_of)
+            return None
+        checkouts = [sync.path for sync in self.syncs]
+        first = self.syncs[0]
+        return reruns.rerun(self.runtime, request, checkouts, first.workspace, first.limits)
+
 
 class Loop(threading.Thread):
     """A loop thread: passes, separated by a pause, until the service stops."""
@@ -99,6 +109,7 @@ class Loop(threading.Thread):
         self.passes = 0
         self._last_start: dict[tuple[str, str], datetime] = {}
         self._loaded: set[str] = set()
+        self.reruns: list[Trigger] = []  # rerun requests taken, run at the end of the pass
 
     def run(self) -> None:
         while not self.runtime.stopping.is_set():
@@ -136,7 +147,33 @@ class Loop(threading.Thread):
         return last is None or (datetime.now(UTC) - last).total_seconds() >= task.definition.every
 
     def triggered(self) -> set[tuple[str, str]]:
-        return {(t.codops, t.task) for t in self.runtime.store.take_triggers(self.loop_name)}
+        """The tasks manually triggered for this pass; rerun requests are queued for its end."""
+        taken = self.runtime.store.take_triggers(self.loop_name)
+        self.reruns.extend(t for t in taken if t.rerun_of is not None)
+        return {(t.codops, t.task) for t in taken if t.rerun_of is None}
+
+    def run_reruns(self, organisations: Mapping[str, OrganisationSource]) -> list[Run]:
+        """The queued reruns, one at a time, like any run of this loop."""
+        runs = []
+        while self.reruns and not self.runtime.stopping.is_set():
+            request = self.reruns.pop(0)
+            organisation = organisations.get(request.codops)
+            if organisation is None:
+                log.warning(
+                    "loop %s: rerun of %s: no organisation %s",
+                    self.loop_name,
+                    request.rerun_of,
+                    request.codops,
+                )
+                continue
+            try:
+                run = organisation.rerun(request)
+            except Exception:  # a bug of ours, or the store: the loop goes on
+                log.exception("loop %s: rerun of %s failed", self.loop_name, request.rerun_of)
+                continue
+            if run is not None:
+                runs.append(run)
+        return runs
 
     def run_due(
         self,
@@ -185,6 +222,7 @@ class OrganisationLoop(Loop):
         runs: list[Run | None] = []
         for name in due:  # the pass's own sync serves its first run; every later run syncs again
             runs.append(self.run_due(self.organisation, name, triggered, synced=org if not runs else None))
+        runs += self.run_reruns({self.organisation.codops: self.organisation})
         return [run for run in runs if run is not None]
 
 
@@ -210,6 +248,7 @@ class MetadataLoop(Loop):
         else:
             with ThreadPoolExecutor(self.parallel, thread_name_prefix="metadata") as pool:
                 runs = list(pool.map(lambda pair: self._one(pair[0], pair[1], triggered), order))
+        runs += self.run_reruns(self.organisations)
         return [run for run in runs if run is not None]
 
     def _one(self, codops: str, name: str, triggered: set[tuple[str, str]]) -> Run | None:

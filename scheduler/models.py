@@ -42,6 +42,7 @@ class RunTrigger(StrEnum):
 
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    RERUN = "rerun"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -99,6 +100,7 @@ class RunRow(Base):
     pid_start: Mapped[int | None] = mapped_column(BigInteger)
     host: Mapped[str | None] = mapped_column(String(255))
     deadline: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    rerun_of: Mapped[str | None] = mapped_column(String(40))  # the run this one repeats (trigger rerun)
 
     __table_args__ = (
         Index(None, "codops", "task", "started_at"),
@@ -173,5 +175,26 @@ class TriggerRow(Base):
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime())
     requested_by: Mapped[str | None] = mapped_column(String(255))
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    rerun_of: Mapped[str | None] = mapped_column(String(40))  # set: run this run again, at its commit
 
     __table_args__ = (Index(None, "loop", "taken_at"),)
+
+
+class ManifestRow(Base):
+    """What one run ran (``scheduler.manifests``): written once when the run starts, never changed.
+
+    The list and mapping columns hold JSON text (one plain type for SQLite and PostgreSQL alike).
+    """
+
+    __tablename__ = "run_manifests"
+
+    run_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    commit: Mapped[str | None] = mapped_column(String(64))
+    runner: Mapped[str] = mapped_column(Text)
+    requirements: Mapped[str] = mapped_column(Text)
+    frozen: Mapped[str | None] = mapped_column(Text)
+    spark: Mapped[str | None] = mapped_column(Text)
+    args: Mapped[str] = mapped_column(Text)
+    definition_file: Mapped[str] = mapped_column(Text)
+    definition: Mapped[str] = mapped_column(Text)

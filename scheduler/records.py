@@ -4,11 +4,21 @@
 ISO-8601 UTC, statuses as their names.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scheduler.models import ProblemRow, RunRow, RunStatus, RunTrigger, TaskRow, TaskState, TriggerRow
+from scheduler.models import (
+    ManifestRow,
+    ProblemRow,
+    RunRow,
+    RunStatus,
+    RunTrigger,
+    TaskRow,
+    TaskState,
+    TriggerRow,
+)
 from scheduler.taskspec import Executor
 
 SHORT_VERSION = 12
@@ -42,6 +52,7 @@ class Run:
     pid_start: int | None
     host: str | None
     deadline: datetime | None
+    rerun_of: str | None = None
 
     @property
     def short_version(self) -> str | None:
@@ -69,6 +80,7 @@ class Run:
             pid_start=row.pid_start,
             host=row.host,
             deadline=row.deadline,
+            rerun_of=row.rerun_of,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,6 +101,7 @@ class Run:
             "outcome": self.outcome,
             "error": self.error,
             "application_id": self.application_id,
+            "rerun_of": self.rerun_of,
         }
 
 
@@ -226,6 +239,7 @@ class Trigger:
     requested_at: datetime
     requested_by: str | None
     taken_at: datetime | None
+    rerun_of: str | None = None
 
     @classmethod
     def from_row(cls, row: TriggerRow) -> "Trigger":
@@ -237,6 +251,7 @@ class Trigger:
             requested_at=row.requested_at,
             requested_by=row.requested_by,
             taken_at=row.taken_at,
+            rerun_of=row.rerun_of,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -248,4 +263,71 @@ class Trigger:
             "requested_at": iso(self.requested_at),
             "requested_by": self.requested_by,
             "taken_at": iso(self.taken_at),
+            "rerun_of": self.rerun_of,
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one run ran (``scheduler.manifests``): enough to show it, run it again, and compare it.
+
+    ``runner`` is the runner script as executed; ``requirements`` the declared set the environment was
+    built for; ``frozen`` the exact distributions installed in it (``name==version``; None when the
+    environment was never built); ``spark`` the effective spark-submit settings, secrets redacted (None
+    for the python executor); ``definition`` the task's part of its YAML file ``definition_file``.
+    """
+
+    run_id: str
+    recorded_at: datetime
+    commit: str | None
+    runner: str
+    requirements: tuple[str, ...]
+    frozen: tuple[str, ...] | None
+    spark: dict[str, Any] | None
+    args: dict[str, Any]
+    definition_file: str
+    definition: str
+
+    @classmethod
+    def from_row(cls, row: ManifestRow) -> "Manifest":
+        frozen = json.loads(row.frozen) if row.frozen is not None else None
+        return cls(
+            run_id=row.run_id,
+            recorded_at=row.recorded_at,
+            commit=row.commit,
+            runner=row.runner,
+            requirements=tuple(json.loads(row.requirements)),
+            frozen=tuple(frozen) if frozen is not None else None,
+            spark=json.loads(row.spark) if row.spark is not None else None,
+            args=json.loads(row.args),
+            definition_file=row.definition_file,
+            definition=row.definition,
+        )
+
+    def to_row(self) -> ManifestRow:
+        return ManifestRow(
+            run_id=self.run_id,
+            recorded_at=self.recorded_at,
+            commit=self.commit,
+            runner=self.runner,
+            requirements=json.dumps(list(self.requirements)),
+            frozen=json.dumps(list(self.frozen)) if self.frozen is not None else None,
+            spark=json.dumps(self.spark, sort_keys=True) if self.spark is not None else None,
+            args=json.dumps(self.args, sort_keys=True),
+            definition_file=self.definition_file,
+            definition=self.definition,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "recorded_at": iso(self.recorded_at),
+            "commit": self.commit,
+            "runner": self.runner,
+            "requirements": list(self.requirements),
+            "frozen": list(self.frozen) if self.frozen is not None else None,
+            "spark": self.spark,
+            "args": self.args,
+            "definition_file": self.definition_file,
+            "definition": self.definition,
         }

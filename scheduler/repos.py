@@ -88,6 +88,7 @@ class RepositorySync:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.codops, self.repository, self.timeout = codops, repository, timeout
+        self.workspace = workspace
         self.limits = limits or LoopLimits()
         self.environ = environ
         self.path = workspace / "checkouts" / codops / checkout_name(repository)

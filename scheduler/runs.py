@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from executors.base import Execution, Executor, Outcome, RunRequest, Status
+from scheduler import manifests
 from scheduler.definitions import LoopLimits, Task
 from scheduler.errors import AlreadyRunning, PeachError
 from scheduler.metrics import Metrics
@@ -65,7 +66,12 @@ class Runtime:
 
 
 def execute(
-    runtime: Runtime, task: Task, version: str | None, trigger: RunTrigger = RunTrigger.SCHEDULE
+    runtime: Runtime,
+    task: Task,
+    version: str | None,
+    trigger: RunTrigger = RunTrigger.SCHEDULE,
+    *,
+    rerun_of: str | None = None,
 ) -> Run | None:
     """Run ``task`` once and return its closed record; None when the task already has a running run."""
     timeout = runtime.timeout_for(task)
@@ -79,6 +85,7 @@ def execute(
             version=version,
             trigger=trigger,
             deadline=deadline,
+            rerun_of=rerun_of,
         )
     except AlreadyRunning:
         log.warning("%s: not started, it already has a running run", task.key)
@@ -124,17 +131,31 @@ def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: 
     try:
         execution = executor.prepare(RunRequest(run.id, task, timeout, version or ""))
     except PeachError as exc:
+        _record_manifest(runtime, run, task, version, None)
         return Outcome(Status.FAILED, f"not started: {exc}", error=str(exc))
     runtime.store.attach(run.id, log_path=str(execution.log_path))
     try:
         execution.start()
     except PeachError as exc:
+        _record_manifest(runtime, run, task, version, execution)
         return Outcome(Status.FAILED, f"not started: {exc}", error=str(exc))
+    _record_manifest(runtime, run, task, version, execution)
     try:
         return _watch(runtime, run, execution)
     finally:
         if execution.outcome is None:  # we are leaving abnormally: never leave the process behind
             execution.kill("the scheduler could not supervise the run")
+
+
+def _record_manifest(
+    runtime: Runtime, run: Run, task: Task, version: str | None, execution: Execution | None
+) -> None:
+    """Keep what the run runs (after its start, so that the task does not wait for it); a failure to
+    record it is logged and the run goes on."""
+    try:
+        runtime.store.save_manifest(manifests.capture(task, run.id, version, execution))
+    except Exception:
+        log.exception("run %s of %s: its manifest could not be recorded", run.id, task.key)
 
 
 def _watch(runtime: Runtime, run: Run, execution: Execution) -> Outcome:

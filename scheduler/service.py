@@ -92,10 +92,16 @@ class Service:
             ready=self.ready,
             repositories=dashboard.repository_links(config),
             yarn_ui=dashboard.yarn_ui(config),
+            checkouts=self.checkouts,
         )
         self._server: uvicorn.Server | None = None
         self._http: threading.Thread | None = None
         self._recovered = False
+
+    def checkouts(self, codops: str) -> list[Path]:
+        """The repository checkouts of ``codops`` (none for an organisation no longer configured)."""
+        organisation = self.organisations.get(codops)
+        return [sync.path for sync in organisation.syncs] if organisation else []
 
     def _environment_event(self, event: str) -> None:
         if event == "hit":

@@ -18,9 +18,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scheduler.database import build_engine, default_url, migrate, writing
-from scheduler.errors import AlreadyRunning, RunNotFound, StateError, TaskNotFound
-from scheduler.models import ProblemRow, RunRow, RunStatus, RunTrigger, TaskRow, TaskState, TriggerRow
-from scheduler.records import Organisation, Run, StoredProblem, TaskStatus, Trigger
+from scheduler.errors import AlreadyRunning, ManifestNotFound, RunNotFound, StateError, TaskNotFound
+from scheduler.models import (
+    ManifestRow,
+    ProblemRow,
+    RunRow,
+    RunStatus,
+    RunTrigger,
+    TaskRow,
+    TaskState,
+    TriggerRow,
+)
+from scheduler.records import Manifest, Organisation, Run, StoredProblem, TaskStatus, Trigger
 from scheduler.taskspec import Executor
 
 if TYPE_CHECKING:
@@ -95,6 +104,7 @@ class Store:
         log_path: str | None = None,
         deadline: datetime | None = None,
         run_id: str | None = None,
+        rerun_of: str | None = None,
     ) -> Run:
         """Record a new RUNNING run and mark its task RUNNING; ``AlreadyRunning`` if it already is."""
         now = self._now()
@@ -111,6 +121,7 @@ class Store:
             log_path=log_path,
             host=self.host,
             deadline=deadline,
+            rerun_of=rerun_of,
         )
         try:
             with self._session(write=True) as session:
@@ -391,7 +402,10 @@ class Store:
                 raise TaskNotFound(f"no task {codops}/{task}")
             waiting = session.scalars(
                 select(TriggerRow).where(
-                    TriggerRow.codops == codops, TriggerRow.task == task, TriggerRow.taken_at.is_(None)
+                    TriggerRow.codops == codops,
+                    TriggerRow.task == task,
+                    TriggerRow.taken_at.is_(None),
+                    TriggerRow.rerun_of.is_(None),
                 )
             ).first()
             if waiting is None:
@@ -418,11 +432,57 @@ class Store:
                 row.taken_at = now
         return [Trigger.from_row(row) for row in rows]
 
+    # -- manifests and reruns -------------------------------------------------------------------------
+
+    def save_manifest(self, manifest: Manifest) -> None:
+        """Record what a run ran (once, when it starts)."""
+        with self._session(write=True) as session:
+            self._run_row(session, manifest.run_id)
+            session.merge(manifest.to_row())
+
+    def get_manifest(self, run_id: str) -> Manifest:
+        """``RunNotFound`` for an unknown run, ``ManifestNotFound`` for a run without a manifest."""
+        with self._session() as session:
+            row = session.get(ManifestRow, run_id)
+            if row is None:
+                run = self._run_row(session, run_id)
+                raise ManifestNotFound(
+                    f"run {run_id} of {run.codops}/{run.task} has no manifest: it ran before manifests "
+                    "were recorded, or ended before it was prepared"
+                )
+            return Manifest.from_row(row)
+
+    def request_rerun(self, run_id: str, *, requested_by: str | None = None) -> Trigger:
+        """Ask the loop of ``run_id`` to run its task again at the run's commit, with its dependency set
+        and arguments; a request for the same run still waiting is returned as is."""
+        manifest = self.get_manifest(run_id)
+        if manifest.commit is None:
+            raise ManifestNotFound(f"run {run_id} has no recorded commit to run again")
+        now = self._now()
+        with self._session(write=True) as session:
+            run = self._run_row(session, run_id)
+            waiting = session.scalars(
+                select(TriggerRow).where(TriggerRow.rerun_of == run_id, TriggerRow.taken_at.is_(None))
+            ).first()
+            if waiting is None:
+                waiting = TriggerRow(
+                    codops=run.codops,
+                    task=run.task,
+                    loop=run.loop,
+                    requested_at=now,
+                    requested_by=requested_by,
+                    rerun_of=run_id,
+                )
+                session.add(waiting)
+                session.flush()
+        return Trigger.from_row(waiting)
+
     def prune_runs(self, older_than: timedelta) -> int:
-        """Delete finished runs that started more than ``older_than`` ago; returns how many."""
+        """Delete finished runs that started more than ``older_than`` ago (and their manifests)."""
         cutoff = self._now() - older_than
         with self._session(write=True) as session:
             result = session.execute(
                 delete(RunRow).where(RunRow.started_at < cutoff, RunRow.status != RunStatus.RUNNING.value)
             )
+            session.execute(delete(ManifestRow).where(ManifestRow.run_id.not_in(select(RunRow.id))))
             return int(getattr(result, "rowcount", 0) or 0)
