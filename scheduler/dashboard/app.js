@@ -16,6 +16,8 @@ const state = {
   next: null,
   links: { repositories: {}, yarn_ui: null },
   tail: null, // { runId, offset, timer }
+  picked: [], // ids of the (at most two) runs picked for a diff, oldest pick first
+  shown: new Map(), // run id -> run, for the runs on the page
 };
 
 const $ = (id) => document.getElementById(id);
@@ -177,6 +179,8 @@ function renderProblems(problems) {
 function selectTask(key) {
   state.task = key;
   state.pageBefore = [];
+  state.picked = [];
+  $("diff-section").hidden = true;
   stopTail();
   $("log").textContent = "";
   $("log-title").textContent = "Log";
@@ -220,9 +224,16 @@ function applicationLink(run) {
 
 function renderRuns(runs, codops) {
   const focus = rememberFocus();
+  for (const run of runs) state.shown.set(run.id, run);
   const rows = runs.map((run) => {
+    const pick = el("input", { type: "checkbox", className: "pick", "data-focus": `pick:${run.id}`, "aria-label": `pick run ${run.id} for a diff`, checked: state.picked.includes(run.id) });
+    pick.addEventListener("change", () => pickRun(run.id, pick.checked));
     const log = el("button", { type: "button", className: "show-log", "data-focus": `log:${run.id}` }, "Log");
     log.addEventListener("click", () => showLog(run));
+    const ran = el("button", { type: "button", className: "show-manifest", "data-focus": `manifest:${run.id}`, title: "what this run ran" }, "What ran");
+    ran.addEventListener("click", () => showManifest(run).catch((error) => say(error.message, true)));
+    const rerun = el("button", { type: "button", className: "rerun", "data-focus": `rerun:${run.id}`, title: "run again at this run's commit, with its dependency set and arguments" }, "Rerun");
+    rerun.addEventListener("click", () => act(`${API}/runs/${encodeURIComponent(run.id)}/rerun`, `rerun of run ${run.id}`));
     const kill =
       run.status === "RUNNING" ? el("button", { type: "button", className: "kill", "data-focus": `kill:${run.id}` }, "Kill") : null;
     if (kill) kill.addEventListener("click", () => act(`${API}/runs/${encodeURIComponent(run.id)}/kill`, `kill of run ${run.id}`));
@@ -231,14 +242,87 @@ function renderRuns(runs, codops) {
       { "data-run": run.id, "data-status": run.status, className: state.tail && state.tail.runId === run.id ? "selected" : null },
       el("td", {}, commitLink(run, codops)),
       el("td", {}, when(run.started_at)),
-      el("td", {}, statusBadge(run.status), run.outcome ? el("span", { className: "muted" }, ` ${run.outcome}`) : null),
+      el(
+        "td",
+        {},
+        statusBadge(run.status),
+        run.outcome ? el("span", { className: "muted" }, ` ${run.outcome}`) : null,
+        run.rerun_of ? el("span", { className: "muted rerun-of" }, ` (rerun of ${run.rerun_of})`) : null,
+      ),
       el("td", { className: "num" }, duration(run.duration_seconds)),
       el("td", {}, applicationLink(run)),
-      el("td", {}, log, kill ? " " : null, kill),
+      el("td", {}, log, " ", ran, " ", rerun, kill ? " " : null, kill),
+      el("td", {}, pick),
     );
   });
   $("runs").tBodies[0].replaceChildren(...rows);
+  $("diff-runs").disabled = state.picked.length !== 2;
   restoreFocus(focus);
+}
+
+// -- what ran, and what changed between two runs (text only) ------------------------------------------
+
+function pickRun(id, on) {
+  state.picked = state.picked.filter((picked) => picked !== id);
+  if (on) state.picked.push(id);
+  if (state.picked.length > 2) state.picked = state.picked.slice(-2);
+  for (const box of document.querySelectorAll("#runs input.pick")) box.checked = state.picked.includes(box.closest("tr").dataset.run);
+  $("diff-runs").disabled = state.picked.length !== 2;
+}
+
+// Each line its own text node; +/- lines of unified diffs coloured by class.
+function showText(title, lines) {
+  $("diff-title").textContent = title;
+  const pre = $("diff");
+  pre.replaceChildren(
+    ...lines.map((line) => {
+      let kind = null;
+      if (line.startsWith("+++") || line.startsWith("---") || line.startsWith("== ")) kind = "head";
+      else if (line.startsWith("@@")) kind = "hunk";
+      else if (line.startsWith("+")) kind = "add";
+      else if (line.startsWith("-")) kind = "del";
+      return el("span", { className: kind }, `${line}\n`);
+    }),
+  );
+  $("diff-section").hidden = false;
+}
+
+async function showDiff() {
+  if (state.picked.length !== 2) return;
+  const [a, b] = [...state.picked].sort((x, y) => {
+    const [rx, ry] = [state.shown.get(x), state.shown.get(y)];
+    return rx && ry ? Date.parse(rx.started_at) - Date.parse(ry.started_at) : 0;
+  });
+  const response = await fetch(`${API}/runs/${encodeURIComponent(a)}/diff/${encodeURIComponent(b)}`);
+  const body = await response.json();
+  if (!response.ok) throw new Error(`diff refused (HTTP ${response.status}: ${body.detail})`);
+  const lines = [];
+  lines.push(body.commit.changed ? `commit: ${body.commit.a} -> ${body.commit.b}` : `commit: ${body.commit.a} (same)`);
+  const section = (title, text) => {
+    lines.push(`== ${title}: ${text ? "changed" : "same"}`);
+    if (text) lines.push(...text.replace(/\n$/, "").split("\n"));
+  };
+  section("code (runner script)", body.code);
+  section("definition (YAML)", body.definition);
+  section("dependency set", body.dependencies.diff);
+  for (const change of body.dependencies.changed) lines.push(`  changed ${change.name}: ${change.a} -> ${change.b}`);
+  for (const [title, changes] of [["spark settings", body.spark], ["arguments", body.args]]) {
+    const keys = Object.keys(changes);
+    lines.push(`== ${title}: ${keys.length ? "changed" : "same"}`);
+    for (const key of keys) lines.push(`  ${key}: ${JSON.stringify(changes[key].a)} -> ${JSON.stringify(changes[key].b)}`);
+  }
+  showText(`Diff of run ${a} -> run ${b}`, lines);
+}
+
+async function showManifest(run) {
+  const response = await fetch(`${API}/runs/${encodeURIComponent(run.id)}/manifest`);
+  const body = await response.json();
+  if (!response.ok) throw new Error(`${run.id}: ${body.detail}`);
+  const lines = [`commit: ${body.commit}`, `arguments: ${JSON.stringify(body.args)}`, "dependency set (installed):"];
+  lines.push(...(body.frozen === null ? ["  (not known: the environment was not built)"] : body.frozen.map((item) => `  ${item}`)));
+  if (body.spark) lines.push("spark-submit settings:", ...JSON.stringify(body.spark, null, 2).split("\n").map((line) => `  ${line}`));
+  lines.push(`== definition (${body.definition_file})`, ...body.definition.split("\n"), "== runner script", ...body.runner.split("\n"));
+  showText(`What run ${run.id} ran`, lines);
 }
 
 // Successes are green circles, failures red crosses, anything else (killed, timed out, lost, running)
@@ -410,6 +494,7 @@ async function start() {
     state.codops = event.target.value;
     state.task = null;
     state.pageBefore = [];
+    state.picked = [];
     stopTail();
     writeURL();
     refresh();
@@ -424,6 +509,7 @@ async function start() {
     refreshTask();
   });
   $("all-logs").addEventListener("click", () => showAllLogs().catch((error) => say(error.message, true)));
+  $("diff-runs").addEventListener("click", () => showDiff().catch((error) => say(error.message, true)));
   try {
     state.links = await getJSON(`${API}/dashboard`);
   } catch (_) {
