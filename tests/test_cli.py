@@ -110,6 +110,8 @@ def test_help_everywhere() -> None:
         ["runs"],
         ["logs"],
         ["trigger"],
+        ["rerun"],
+        ["diff"],
         ["config", "show"],
         ["queues"],
         ["queues", "check"],
