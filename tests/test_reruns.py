@@ -274,6 +274,11 @@ def test_rerun_needs_a_configured_token(tmp_path: Path) -> None:
         status, body = http(service, "POST", f"runs/{run.id}/rerun", token="anything")
         assert status == 403 and "no API token is set" in body["detail"]
         assert service.store.take_triggers("alpha") == []
+        with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/api/v1/openapi.json") as response:
+            paths = json.loads(response.read())["paths"]
+        assert "post" in paths["/api/v1/runs/{run_id}/rerun"]
+        assert "frozen" in paths["/api/v1/runs/{run_id}/manifest"]["get"]["description"]
+        assert "/api/v1/runs/{run_id}/diff/{other_id}" in paths
     finally:
         service.close()
 
