@@ -438,7 +438,7 @@ class Store:
         """Record what a run ran (once, when it starts)."""
         with self._session(write=True) as session:
             self._run_row(session, manifest.run_id)
-            session.merge(manifest.to_row())
+            session.add(manifest.to_row())
 
     def get_manifest(self, run_id: str) -> Manifest:
         """``RunNotFound`` for an unknown run, ``ManifestNotFound`` for a run without a manifest."""
