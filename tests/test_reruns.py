@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from executors.base import RunRequest
+from executors.environments import EnvironmentStore
 from executors.spark import submit_command
 from scheduler.config import Organisation, Resources, SparkSettings, load_config
 from scheduler.database import default_url
 from scheduler.definitions import load_definitions
 from scheduler.errors import ManifestNotFound, RunNotFound
-from scheduler.manifests import REDACTED, spark_settings
+from scheduler.manifests import REDACTED, capture, spark_settings
 from scheduler.models import RunStatus, RunTrigger
 from scheduler.records import Manifest, Run
 from scheduler.rundiff import readable_runner
@@ -29,7 +30,10 @@ from scheduler.service import Service
 from scheduler.state import Store
 from tests.backends import create_database, drop_database
 from tests.executor_fixtures import make_wheel
+from tests.fake_rm import FakeResourceManager
 from tests.orgs import QUICK, commit, git, org_repo, tasks_files, write_config
+from tests.test_spark_yarn import make_executor, started
+from tests.test_spark_yarn import request as yarn_request
 
 TOKEN = "rerun-test-token"
 
@@ -371,3 +375,31 @@ def test_spark_settings_are_parsed_back_with_secrets_redacted(tmp_path: Path) ->
     assert "hunter2" not in json.dumps(found) and "AKIA" not in json.dumps(found)
     assert "peach-run-r-20260101-000000-abcdef" in conf["spark.yarn.tags"]
     assert str(tmp_path / "runner.py") not in json.dumps(found)  # the script is kept as text, not a path
+
+
+def test_yarn_run_manifest_records_the_effective_submission(tmp_path: Path) -> None:
+    """A spark run on YARN (the stand-in spark-submit and the fake ResourceManager of the YARN tests)."""
+    rm = FakeResourceManager()
+    try:
+        conf = {"spark.ssl.keyPassword": "hunter2", "spark.dynamicAllocation.enabled": False}
+        executor = make_executor(EnvironmentStore(tmp_path / "envs"), tmp_path, rm, conf=conf)
+        req = yarn_request(tmp_path)
+        execution = started(executor, req)
+        manifest = capture(req.task, req.run_id, "abc1234", execution)
+        execution.kill("the test has what it needs")  # ends the run whatever stage it reached
+    finally:
+        rm.close()
+    assert manifest.runner == (executor.runs_root / req.run_id / "runner.py").read_text()
+    assert manifest.frozen == ()  # the task has no requirements: an empty environment
+    spark = manifest.spark or {}
+    assert (spark["master"], spark["queue"], spark["num_executors"], spark["executor_memory"]) == (
+        "yarn",
+        "root.chrts",
+        "3",
+        "4g",
+    )
+    assert spark["archives"].endswith(".tar.gz#environment")
+    assert spark["conf"]["spark.ssl.keyPassword"] == REDACTED
+    assert spark["conf"]["spark.dynamicAllocation.enabled"] == "false"
+    assert spark["conf"]["spark.yarn.maxAppAttempts"] == "1"
+    assert "hunter2" not in json.dumps(manifest.as_dict())
