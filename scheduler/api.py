@@ -8,7 +8,8 @@ description (``/api/v1/openapi.json``) from the same code that serves the routes
 import hmac
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import dashboard
 from scheduler.errors import PeachError
+from scheduler.eta import eta_fields
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
+from scheduler.records import Run, TaskStatus
 from scheduler.runs import KillRequests
 from scheduler.state import Store
 
@@ -89,15 +92,36 @@ def create_app(
 
     @app.get(f"{API}/organisations", tags=["read"])
     def organisations() -> list[dict[str, Any]]:
-        return [org.as_dict() for org in store.organisations()]
+        """Each organisation at a glance, with its loop's expected pass duration (``loops``)."""
+        loops = store.loop_expectations()
+        found = []
+        for org in store.organisations():
+            expectation = loops.get(org.codops)
+            found.append(
+                {
+                    **org.as_dict(),
+                    "expected_pass_seconds": expectation.expected_pass_seconds if expectation else None,
+                    "tasks_without_history": expectation.tasks_without_history if expectation else 0,
+                }
+            )
+        return found
+
+    @app.get(f"{API}/loops", tags=["read"])
+    def loops() -> list[dict[str, Any]]:
+        """Every loop's expected pass duration: the sum of its enabled tasks' expected durations (the
+        median of their last successful runs); tasks that never succeeded are counted apart."""
+        return [expectation.as_dict() for _, expectation in sorted(store.loop_expectations().items())]
 
     @app.get(f"{API}/tasks", tags=["read"])
     def tasks(codops: str | None = None, loop: str | None = None) -> list[dict[str, Any]]:
-        return [task.as_dict() for task in store.task_states(codops, loop=loop)]
+        """Tasks with their state, expected duration and, while running, their run's progress and ETA."""
+        return _with_progress(
+            store.task_states(codops, loop=loop), store.running_runs(codops=codops, loop=loop)
+        )
 
     @app.get(f"{API}/organisations/{{codops}}/tasks", tags=["read"])
     def organisation_tasks(codops: str) -> list[dict[str, Any]]:
-        return [task.as_dict() for task in store.task_states(codops)]
+        return _with_progress(store.task_states(codops), store.running_runs(codops=codops))
 
     @app.get(f"{API}/organisations/{{codops}}/problems", tags=["read"])
     def problems(codops: str) -> list[dict[str, Any]]:
@@ -114,7 +138,7 @@ def create_app(
     ) -> dict[str, Any]:
         """Newest first; the next page is ``before=<next>``."""
         page = store.list_runs(codops=codops, task=task, loop=loop, status=status, limit=limit, before=before)
-        return {"runs": [run.as_dict() for run in page], "next": page[-1].id if len(page) == limit else None}
+        return {"runs": _with_eta(store, page), "next": page[-1].id if len(page) == limit else None}
 
     @app.get(f"{API}/durations", tags=["read"])
     def durations(
@@ -125,7 +149,8 @@ def create_app(
 
     @app.get(f"{API}/runs/{{run_id}}", tags=["read"])
     def run(run_id: str) -> dict[str, Any]:
-        return store.get_run(run_id).as_dict()
+        """One run; while it runs, with its latest progress and its ETA (``scheduler.eta``)."""
+        return _with_eta(store, [store.get_run(run_id)])[0]
 
     @app.get(f"{API}/runs/{{run_id}}/log", tags=["read"], response_class=Response)
     def run_log(run_id: str, range: Annotated[str | None, Header()] = None) -> Response:
@@ -154,6 +179,45 @@ def create_app(
         return found.as_dict()
 
     return app
+
+
+def _with_eta(store: Store, runs: Iterable[Run]) -> list[dict[str, Any]]:
+    """Run objects with the estimate fields; the expected duration is looked up for running runs only."""
+    now = datetime.now(UTC)
+    expected: dict[tuple[str, str], float | None] = {}
+    found = []
+    for run in runs:
+        key = (run.codops, run.task)
+        if run.status is RunStatus.RUNNING and key not in expected:
+            expected[key] = store.expected_seconds(*key)
+        found.append({**run.as_dict(), **eta_fields(run, expected.get(key), now)})
+    return found
+
+
+def _with_progress(tasks: Iterable[TaskStatus], running: Iterable[Run]) -> list[dict[str, Any]]:
+    """Task objects with their running run's progress and estimate (all null when not running)."""
+    now = datetime.now(UTC)
+    by_task = {(run.codops, run.task): run for run in running}
+    found = []
+    for task in tasks:
+        run = by_task.get((task.codops, task.task))
+        fields = eta_fields(run, task.expected_seconds, now) if run else eta_fields_idle(task)
+        progress = run.as_dict() if run else {}
+        found.append(
+            {
+                **task.as_dict(),
+                **fields,
+                "running_run_id": run.id if run else None,
+                "progress": progress.get("progress"),
+                "progress_message": progress.get("progress_message"),
+                "progress_at": progress.get("progress_at"),
+            }
+        )
+    return found
+
+
+def eta_fields_idle(task: TaskStatus) -> dict[str, Any]:
+    return {"expected_seconds": task.expected_seconds, "eta_seconds": None, "eta_at": None, "overdue": False}
 
 
 def _log_response(path: Path | None, range_header: str | None) -> Response:

@@ -42,6 +42,9 @@ class Run:
     pid_start: int | None
     host: str | None
     deadline: datetime | None
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_at: datetime | None = None
 
     @property
     def short_version(self) -> str | None:
@@ -69,6 +72,9 @@ class Run:
             pid_start=row.pid_start,
             host=row.host,
             deadline=row.deadline,
+            progress=row.progress,
+            progress_message=row.progress_message,
+            progress_at=row.progress_at,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,6 +95,9 @@ class Run:
             "outcome": self.outcome,
             "error": self.error,
             "application_id": self.application_id,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "progress_at": iso(self.progress_at),
         }
 
 
@@ -110,6 +119,7 @@ class TaskStatus:
     file: str | None
     line: int | None
     removed: bool
+    expected_seconds: float | None = None
 
     @classmethod
     def from_row(cls, row: TaskRow) -> "TaskStatus":
@@ -130,6 +140,7 @@ class TaskStatus:
             file=row.file,
             line=row.line,
             removed=row.removed_at is not None,
+            expected_seconds=row.expected_seconds,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -150,6 +161,7 @@ class TaskStatus:
             "next_due": iso(self.next_due),
             "file": self.file,
             "line": self.line,
+            "expected_seconds": self.expected_seconds,
         }
 
 
@@ -214,6 +226,24 @@ class Organisation:
             "failing": self.failing,
             "errors": self.errors,
             "last_started_at": iso(self.last_started_at),
+        }
+
+
+@dataclass(frozen=True)
+class LoopExpectation:
+    """How long one pass of a loop is expected to take (``scheduler.eta``)."""
+
+    loop: str
+    tasks: int
+    expected_pass_seconds: float | None  # the sum over the tasks that have a successful run
+    tasks_without_history: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loop": self.loop,
+            "tasks": self.tasks,
+            "expected_pass_seconds": self.expected_pass_seconds,
+            "tasks_without_history": self.tasks_without_history,
         }
 
 

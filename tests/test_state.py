@@ -10,7 +10,9 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
+from scheduler.database import MIGRATIONS
 from scheduler.definitions import Problem, Severity, Task, load_definitions
 from scheduler.errors import AlreadyRunning, RunNotFound, StateError, TaskNotFound
 from scheduler.models import Base, RunStatus, RunTrigger, TaskState
@@ -121,6 +123,9 @@ def test_run_lifecycle(store: Store, clock: Clock) -> None:
         "outcome": "exited with status 1",
         "error": "ValueError: boom",
         "application_id": "application_1700000000000_0001",
+        "progress": None,
+        "progress_message": None,
+        "progress_at": None,
     }
     assert store.get_run(run_id) == done
     task = store.task_states("chrts")[0]
@@ -330,7 +335,8 @@ def test_organisations_and_triggers(store: Store, tmp_path: Path) -> None:
 def test_migrated_schema_matches_the_models(store: Store, state_url: str) -> None:
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert MigrationContext.configure(connection).get_current_revision() == "0001"
+        head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+        assert MigrationContext.configure(connection).get_current_revision() == head
     again = Store(build_engine(state_url))  # migrating an up-to-date database changes nothing
     assert again.list_runs() == []
     again.close()
