@@ -47,7 +47,7 @@ def parse(rest: bytes) -> tuple[float, str | None] | None:
     if not math.isfinite(fraction) or not 0.0 <= fraction <= 1.0:
         return None
     message = parts[1].decode("utf-8", "replace") if len(parts) > 1 else ""
-    message = _CONTROL.sub(" ", message).strip()[:MAX_MESSAGE]
+    message = " ".join(_CONTROL.sub(" ", message).split())[:MAX_MESSAGE]
     return fraction, message or None
 
 

@@ -1,22 +1,25 @@
 """How long a run has left, and how long a loop's pass is expected to take: the one place of the formula.
 
-Inputs: the task's **expected duration** ``H``, the median duration of its last ``HISTORY`` successful runs
-(kept on the task, updated whenever a run succeeds); the run's **elapsed** time ``t``; and the latest
-**progress** ``f`` (0..1) it reported, if any.
+Inputs: ``H``, the task's **expected duration**: the median duration of its last ``HISTORY`` successful runs
+(kept on the task, updated whenever a run succeeds); ``t``, the run's **elapsed** time; ``f``, the latest
+**progress** (0..1) it reported, if any. The estimate of what is left:
 
-- From progress alone, the run's total is ``P = t / f`` (the pace so far, kept up): used once
-  ``f >= MIN_FRACTION``; below that, a tiny fraction would give an absurd total.
-- The two are blended by how far the run is: ``total = f * P + (1 - f) * H``, so history leads at the
-  start and the task's own pace takes over as it nears the end.
-- History is only trusted while ``t <= H``. Past that the run is **overdue** (slower than usual): the
-  total is ``P`` when there is progress, otherwise unknown.
-- ``f == 1``: the task says it is done and is finishing up; nothing is left to estimate (0 s).
-- ``remaining = total - t``. It is never negative (``P >= t`` and, while trusted, ``H >= t``), and never
-  past the run's deadline: the run is killed there.
+1. ``f == 1``: the task says it is done and is finishing up: 0 s.
+2. ``0 < f < 1`` and ``H`` known: the run's own pace says a whole run takes ``t / f``, history says ``H``;
+   they are blended with weight ``f`` on the pace (history leads at the start, the run's pace near the
+   end): ``D = f * (t / f) + (1 - f) * H = t + (1 - f) * H``, and the rest of the work takes
+   ``remaining = (1 - f) * D``. No division by a small ``f``, so an early, tiny fraction cannot give an
+   absurd figure.
+3. ``0 < f < 1`` and no history: the pace alone, ``remaining = (1 - f) * t / f``, once ``f >= MIN_FRACTION``
+   (below that it is too noisy to say anything: unknown).
+4. No progress, or ``f == 0`` (nothing learnt): ``remaining = H - t`` while ``t <= H``. Past ``H`` the run is
+   **overdue** (slower than usual) and, without progress, the ETA is unknown rather than a made-up figure.
+5. Never negative, and never past the run's deadline: ``min(remaining, deadline - now)``, since the run
+   is killed there.
 
-A loop's **expected pass** is the sum of the expected durations of its enabled tasks (tasks without any
-success yet count for nothing and are counted apart; tasks with ``every`` may not run in every pass, so
-it is an upper bound for them).
+``overdue`` is ``t > H`` in every case. A loop's **expected pass** is the sum of the expected durations of
+its enabled tasks (tasks without any success yet count for nothing and are counted apart; tasks with
+``every`` may not run in every pass, so for them it is an upper bound).
 """
 
 import statistics
@@ -29,7 +32,7 @@ from scheduler.models import RunStatus
 from scheduler.records import Run, iso
 
 HISTORY = 10  # successful runs the expected duration is taken from
-MIN_FRACTION = 0.01  # below 1 %, progress does not move the estimate
+MIN_FRACTION = 0.01  # without history, progress below 1 % is too little to extrapolate from
 
 
 def expected_duration(durations: Sequence[float]) -> float | None:
@@ -56,21 +59,23 @@ def estimate(
 ) -> Estimate:
     """The estimate for a run ``elapsed`` seconds in, with the task's ``expected`` duration, the run's
     latest progress ``fraction`` and the seconds ``limit`` until its deadline (all optional)."""
-    elapsed = max(elapsed, 0.0)
-    overdue = expected is not None and elapsed > expected
-    history = expected if expected is not None and not overdue else None
+    t, history = max(elapsed, 0.0), expected
+    overdue = history is not None and t > history
+    remaining: float | None = None
     if fraction is not None and fraction >= 1.0:
-        return Estimate(elapsed, 0.0, overdue)
-    total = history
-    if fraction is not None and fraction >= MIN_FRACTION:
-        pace = elapsed / fraction
-        total = pace if history is None else fraction * pace + (1 - fraction) * history
-    if total is None:
+        remaining = 0.0
+    elif fraction is not None and fraction > 0.0 and history is not None:
+        remaining = (1 - fraction) * (t + (1 - fraction) * history)
+    elif fraction is not None and fraction >= MIN_FRACTION:
+        remaining = (1 - fraction) * t / fraction
+    elif history is not None and not overdue:
+        remaining = history - t
+    if remaining is None:
         return Estimate(None, None, overdue)
-    remaining = max(total - elapsed, 0.0)
+    remaining = max(remaining, 0.0)
     if limit is not None:
         remaining = min(remaining, max(limit, 0.0))
-    return Estimate(elapsed + remaining, remaining, overdue)
+    return Estimate(t + remaining, remaining, overdue)
 
 
 def eta_fields(run: Run, expected: float | None, now: datetime) -> dict[str, Any]:
