@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import dashboard
 from scheduler.errors import PeachError
-from scheduler.eta import eta_fields
+from scheduler.eta import eta_fields, with_estimates
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
 from scheduler.records import Run, TaskStatus
@@ -182,16 +182,7 @@ def create_app(
 
 
 def _with_eta(store: Store, runs: Iterable[Run]) -> list[dict[str, Any]]:
-    """Run objects with the estimate fields; the expected duration is looked up for running runs only."""
-    now = datetime.now(UTC)
-    expected: dict[tuple[str, str], float | None] = {}
-    found = []
-    for run in runs:
-        key = (run.codops, run.task)
-        if run.status is RunStatus.RUNNING and key not in expected:
-            expected[key] = store.expected_seconds(*key)
-        found.append({**run.as_dict(), **eta_fields(run, expected.get(key), now)})
-    return found
+    return with_estimates(runs, store.expected_seconds, datetime.now(UTC))
 
 
 def _with_progress(tasks: Iterable[TaskStatus], running: Iterable[Run]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ its enabled tasks (tasks without any success yet count for nothing and are count
 """
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,3 +93,18 @@ def eta_fields(run: Run, expected: float | None, now: datetime) -> dict[str, Any
         "eta_at": None if left is None else iso(now + timedelta(seconds=left)),
         "overdue": found.overdue,
     }
+
+
+def with_estimates(
+    runs: Iterable[Run], expected: Callable[[str, str], float | None], now: datetime
+) -> list[dict[str, Any]]:
+    """Run objects with their estimate fields; ``expected(codops, task)`` is asked once per task, and only
+    for running runs."""
+    known: dict[tuple[str, str], float | None] = {}
+    found = []
+    for run in runs:
+        key = (run.codops, run.task)
+        if run.status is RunStatus.RUNNING and key not in known:
+            known[key] = expected(*key)
+        found.append({**run.as_dict(), **eta_fields(run, known.get(key), now)})
+    return found
