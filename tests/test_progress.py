@@ -3,6 +3,7 @@ invalid lines, and the throttled writes of the latest progress to the state stor
 
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -95,6 +96,7 @@ def test_helper_prints_the_line_and_never_raises(capsys: pytest.CaptureFixture[s
 PROGRESSING = """\
 import importlib.util
 import os
+import statistics
 import sys
 
 import peach_progress
@@ -217,3 +219,62 @@ def test_helper_module_runs_standalone_with_a_bare_python(tmp_path: Path) -> Non
         [sys.executable, "-I", "-S", "-c", code, str(tmp_path)], capture_output=True, text=True
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "PEACH_PROGRESS 0.5 ok\n", "")
+
+
+# -- migration 0004 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrade_takes_expected_durations_from_stored_history(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from scheduler.database import MIGRATIONS
+    from tests.backends import create_database, drop_database
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        admin = request.getfixturevalue("postgres_admin_url")
+        url = create_database(admin, "peach_progress_upgrade")
+    engine = build_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:  # a database of the first release, with some history in it
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        for task in ("train", "fresh"):
+            connection.execute(
+                text(
+                    "INSERT INTO tasks (codops, task, loop, executor, state, enabled, updated_at) "
+                    "VALUES ('chrts', :task, 'chrts', 'python', 'FINISHED', true, '2026-03-01 00:00:00')"
+                ),
+                {"task": task},
+            )
+        history = [(n, "SUCCEEDED", 100.0 + n) for n in range(12)] + [(12, "FAILED", 5.0)]
+        for n, status, seconds in history:  # the two oldest successes (100, 101 s) are past the last 10
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, codops, task, loop, executor, status, trigger, started_at, "
+                    "duration_seconds) VALUES (:id, 'chrts', 'train', 'chrts', 'python', :status, "
+                    "'schedule', :started, :seconds)"
+                ),
+                {
+                    "id": f"r-{n:02d}",
+                    "status": status,
+                    "started": f"2026-03-01 00:{n:02d}:00",
+                    "seconds": seconds,
+                },
+            )
+    store = Store(engine)  # upgrades to the head
+    try:
+        expected = {task.task: task.expected_seconds for task in store.task_states("chrts")}
+        assert expected == {"fresh": None, "train": statistics.median(100.0 + n for n in range(2, 12))}
+        assert store.get_run("r-11").progress is None
+    finally:
+        store.close()
+        if backend == "postgresql":
+            drop_database(request.getfixturevalue("postgres_admin_url"), "peach_progress_upgrade")
