@@ -19,10 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import dashboard
 from scheduler.errors import PeachError
-from scheduler.eta import eta_fields, with_estimates
+from scheduler.eta import task_estimates, with_estimates
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
-from scheduler.records import Run, TaskStatus
+from scheduler.records import Run
 from scheduler.runs import KillRequests
 from scheduler.state import Store
 
@@ -115,13 +115,13 @@ def create_app(
     @app.get(f"{API}/tasks", tags=["read"])
     def tasks(codops: str | None = None, loop: str | None = None) -> list[dict[str, Any]]:
         """Tasks with their state, expected duration and, while running, their run's progress and ETA."""
-        return _with_progress(
-            store.task_states(codops, loop=loop), store.running_runs(codops=codops, loop=loop)
-        )
+        running = store.running_runs(codops=codops, loop=loop)
+        return task_estimates(store.task_states(codops, loop=loop), running, datetime.now(UTC))
 
     @app.get(f"{API}/organisations/{{codops}}/tasks", tags=["read"])
     def organisation_tasks(codops: str) -> list[dict[str, Any]]:
-        return _with_progress(store.task_states(codops), store.running_runs(codops=codops))
+        running = store.running_runs(codops=codops)
+        return task_estimates(store.task_states(codops), running, datetime.now(UTC))
 
     @app.get(f"{API}/organisations/{{codops}}/problems", tags=["read"])
     def problems(codops: str) -> list[dict[str, Any]]:
@@ -183,32 +183,6 @@ def create_app(
 
 def _with_eta(store: Store, runs: Iterable[Run]) -> list[dict[str, Any]]:
     return with_estimates(runs, store.expected_seconds, datetime.now(UTC))
-
-
-def _with_progress(tasks: Iterable[TaskStatus], running: Iterable[Run]) -> list[dict[str, Any]]:
-    """Task objects with their running run's progress and estimate (all null when not running)."""
-    now = datetime.now(UTC)
-    by_task = {(run.codops, run.task): run for run in running}
-    found = []
-    for task in tasks:
-        run = by_task.get((task.codops, task.task))
-        fields = eta_fields(run, task.expected_seconds, now) if run else eta_fields_idle(task)
-        progress = run.as_dict() if run else {}
-        found.append(
-            {
-                **task.as_dict(),
-                **fields,
-                "running_run_id": run.id if run else None,
-                "progress": progress.get("progress"),
-                "progress_message": progress.get("progress_message"),
-                "progress_at": progress.get("progress_at"),
-            }
-        )
-    return found
-
-
-def eta_fields_idle(task: TaskStatus) -> dict[str, Any]:
-    return {"expected_seconds": task.expected_seconds, "eta_seconds": None, "eta_at": None, "overdue": False}
 
 
 def _log_response(path: Path | None, range_header: str | None) -> Response:

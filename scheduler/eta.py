@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.models import RunStatus
-from scheduler.records import Run, iso
+from scheduler.records import Run, TaskStatus, iso
 
 HISTORY = 10  # successful runs the expected duration is taken from
 MIN_FRACTION = 0.01  # without history, progress below 1 % is too little to extrapolate from
@@ -78,11 +78,11 @@ def estimate(
     return Estimate(t + remaining, remaining, overdue)
 
 
-def eta_fields(run: Run, expected: float | None, now: datetime) -> dict[str, Any]:
+def eta_fields(run: Run | None, expected: float | None, now: datetime) -> dict[str, Any]:
     """The estimate fields of a run object (API, CLI): ``expected_seconds`` (the task's expected
     duration), ``eta_seconds`` (left), ``eta_at`` (when it should end), ``overdue``; for a RUNNING run
     only, null (and false) for any other."""
-    if run.status is not RunStatus.RUNNING:
+    if run is None or run.status is not RunStatus.RUNNING:
         return {"expected_seconds": None, "eta_seconds": None, "eta_at": None, "overdue": False}
     limit = (run.deadline - now).total_seconds() if run.deadline is not None else None
     found = estimate((now - run.started_at).total_seconds(), expected, run.progress, limit)
@@ -107,4 +107,27 @@ def with_estimates(
         if run.status is RunStatus.RUNNING and key not in known:
             known[key] = expected(*key)
         found.append({**run.as_dict(), **eta_fields(run, known.get(key), now)})
+    return found
+
+
+def task_estimates(
+    tasks: Iterable[TaskStatus], running: Iterable[Run], now: datetime
+) -> list[dict[str, Any]]:
+    """Task objects with ``expected_seconds`` and, for a task with a run in ``running``, that run's id
+    (``running_run_id``), progress and estimate fields (null otherwise)."""
+    by_task = {(run.codops, run.task): run for run in running}
+    found = []
+    for task in tasks:
+        run = by_task.get((task.codops, task.task))
+        found.append(
+            {
+                **task.as_dict(),
+                **(eta_fields(run, task.expected_seconds, now) if run else eta_fields(None, None, now)),
+                "expected_seconds": task.expected_seconds,
+                "running_run_id": run.id if run else None,
+                "progress": run.progress if run else None,
+                "progress_message": run.progress_message if run else None,
+                "progress_at": iso(run.progress_at) if run else None,
+            }
+        )
     return found
