@@ -12,7 +12,8 @@ An ``Executor`` turns a ``RunRequest`` into an ``Execution`` (``prepare``: code,
 ``wait`` enforces the run's timeout itself (the run ends ``TIMED_OUT``); ``until`` only bounds how long
 the caller is willing to block. Times are on the executor's injected monotonic clock. An executor with a
 remote side (spark on YARN) also fills ``application_id`` as soon as it is known, and its ``kill`` goes
-through the cluster too; the interface stays the same.
+through the cluster too; the interface stays the same. ``progress`` holds the latest progress the run
+reported, if any (read it from any thread).
 """
 
 from abc import ABC, abstractmethod
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from executors.progress import Progress
 from scheduler.definitions import Task
 
 
@@ -81,6 +83,7 @@ class Execution(ABC):
         self.pid: int | None = None
         self.application_id: str | None = None
         self.outcome: Outcome | None = None
+        self.progress: Progress | None = None  # the latest the run reported (executors.progress)
 
     @property
     def run_id(self) -> str:

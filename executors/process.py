@@ -28,6 +28,7 @@ from pathlib import Path
 
 from executors.base import Execution, Outcome, RunRequest, Status
 from executors.logs import CappedLog, LogLimits, LogPump
+from executors.progress import Progress, ProgressScanner
 from scheduler.errors import ExecutionError
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class ProcessExecution(Execution):
 
     ``cleanup`` runs once when the run is over (release the environment, remove the work directory);
     ``on_output`` sees every chunk of raw output on the reader thread (spark: find the application id);
+    progress lines in the output (``executors.progress``) update ``progress``;
     ``stopping`` is the hook for a remote side to stop on a timeout or kill.
     """
 
@@ -155,6 +157,7 @@ class ProcessExecution(Execution):
         self._deadline: float | None = None
         self._started_at: float | None = None
         self._ending = threading.Lock()
+        self._progress = ProgressScanner(self._reported, self._note, wall)
 
     def start(self) -> None:
         if self._proc is not None:
@@ -192,7 +195,7 @@ class ProcessExecution(Execution):
             self._pidfd = None  # polled instead
         assert self._proc.stdout is not None
         label = f"{self.run_id} ({task.key})"
-        self._pump = LogPump(self._proc.stdout.fileno(), self._log, label, self._on_output)
+        self._pump = LogPump(self._proc.stdout.fileno(), self._log, label, self._output)
         self._pump.start()
         log.info("run %s (%s): started as pid %d", self.run_id, task.key, self.pid)
 
@@ -214,6 +217,17 @@ class ProcessExecution(Execution):
         if self._proc is None:
             raise ExecutionError(f"run {self.run_id} was not started")
         return self._end(Status.KILLED, reason)
+
+    def _output(self, chunk: bytes) -> None:
+        try:
+            self._progress.feed(chunk)
+        except Exception:  # progress is a nicety: it must never stop the log
+            log.exception("run %s (%s): reading progress from its output failed", self.run_id, self.key)
+        if self._on_output is not None:
+            self._on_output(chunk)
+
+    def _reported(self, progress: Progress) -> None:
+        self.progress = progress
 
     def stopping(self, status: Status, why: str) -> None:
         """Called once before a timeout or kill stops the local processes. A subclass with a remote side
@@ -290,6 +304,7 @@ class ProcessExecution(Execution):
                 os.close(pidfd)
             if not self._pump.stop(timeout=5):
                 self._note("output still held open by an untracked process: stopped reading it")
+            self._progress.close()
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
             outcome = self._outcome(status, why, returncode)

@@ -2,10 +2,13 @@
 
 The script needs nothing but the task environment's own ``python`` (and pyspark when the method asks
 for ``spark``). Task code is compiled under the notebook cell's name, so tracebacks read
-``notebooks/train.ipynb[cell 3], line 2``, with the source line shown.
+``notebooks/train.ipynb[cell 3], line 2``, with the source line shown. Before the task's code runs, the
+script installs the progress helper (``executors/peach_progress.py``, carried as text) as the module
+``peach_progress``, so ``import peach_progress`` works in any task environment, locally or on YARN.
 """
 
 import json
+from importlib.resources import files
 
 from scheduler.definitions import Task
 
@@ -24,6 +27,16 @@ ARGS = json.loads({args!r})
 METHOD = {method!r}
 APP_NAME = {app_name!r}
 SPARK_ALLOWED = {spark_allowed!r}
+PROGRESS_HELPER = {progress_helper!r}
+
+
+def _install_progress_helper():
+    import types
+
+    module = types.ModuleType("peach_progress")
+    module.__file__ = "peach_progress.py"
+    exec(compile(PROGRESS_HELPER, module.__file__, "exec"), module.__dict__)
+    sys.modules["peach_progress"] = module
 
 
 def _load():
@@ -55,6 +68,7 @@ def _call(function):
 
 
 def main():
+    _install_progress_helper()
     try:
         _call(_load())
     except SystemExit:
@@ -82,4 +96,10 @@ def runner_script(task: Task) -> str:
         args=json.dumps(task.definition.args, sort_keys=True),
         app_name=f"peach-{task.codops}-{task.name}",
         spark_allowed=task.executor == "spark",
+        progress_helper=progress_helper(),
     )
+
+
+def progress_helper() -> str:
+    """The source of the ``peach_progress`` module task code imports."""
+    return files("executors").joinpath("peach_progress.py").read_text()

@@ -9,7 +9,8 @@
    backstop that holds even when the scheduler is down.
 3. The application's state is polled until it is final (``FINISHED``/``FAILED``/``KILLED``) and mapped to
    the run's status; the driver's logs and the diagnostics are appended to the run's log (same size cap),
-   saying which source they came from.
+   saying which source they came from. While it runs, the report's ``progress`` (0-100) is the run's
+   progress (``yarn_progress``): the driver's own output, and its ``PEACH_PROGRESS`` lines, are not local.
 4. On the deadline or a kill, the application is killed through the REST API (confirmed, re-asked), and the
    local processes are stopped as for any run.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from executors.base import Outcome, Status
 from executors.process import ProcessExecution
+from executors.progress import Progress
 from executors.yarn import FINAL_STATES, ResourceManager
 from scheduler.errors import ResourceManagerError
 
@@ -47,6 +49,23 @@ def yarn_status(report: dict[str, Any]) -> tuple[Status, str, str | None]:
             first,
         )
     return Status.FAILED, f"YARN application {app_id} {state}/{final}: {first or 'no diagnostics'}", first
+
+
+SPARK_AM_PROGRESS = 10.0  # what Spark's application master always reports (YarnAllocator: 0.1f)
+
+
+def yarn_progress(report: dict[str, Any], at: float) -> Progress | None:
+    """The progress of a running application as the ResourceManager reports it (``progress``, 0-100).
+
+    It is what the application master tells YARN. Spark's own always says 10 % while the driver runs,
+    which says nothing about the task: that value is not taken as progress (the ETA then comes from the
+    task's history alone), nor is anything outside 0-100."""
+    value = report.get("progress")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        return None
+    if value == SPARK_AM_PROGRESS:
+        return None
+    return Progress(float(value) / 100, "reported by YARN", at)
 
 
 class YarnExecution(ProcessExecution):
@@ -167,6 +186,8 @@ class YarnExecution(ProcessExecution):
         if report.get("state") in FINAL_STATES:
             self._final = yarn_status(report)
             self._fetch_logs(report)
+        elif report.get("state") == "RUNNING":
+            self.progress = yarn_progress(report, self._wall()) or self.progress
 
     def _fetch_logs(self, report: dict[str, Any]) -> None:
         assert self.application_id is not None and self._log is not None and self._pump is not None

@@ -8,7 +8,8 @@ description (``/api/v1/openapi.json``) from the same code that serves the routes
 import hmac
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import dashboard
 from scheduler.errors import ManifestNotFound, PeachError
+from scheduler.eta import task_estimates, with_estimates
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
+from scheduler.records import Run
 from scheduler.reruns import check_request
 from scheduler.rundiff import diff_runs
 from scheduler.runs import KillRequests
@@ -96,15 +99,36 @@ def create_app(
 
     @app.get(f"{API}/organisations", tags=["read"])
     def organisations() -> list[dict[str, Any]]:
-        return [org.as_dict() for org in store.organisations()]
+        """Each organisation at a glance, with its loop's expected pass duration (``loops``)."""
+        loops = store.loop_expectations()
+        found = []
+        for org in store.organisations():
+            expectation = loops.get(org.codops)
+            found.append(
+                {
+                    **org.as_dict(),
+                    "expected_pass_seconds": expectation.expected_pass_seconds if expectation else None,
+                    "tasks_without_history": expectation.tasks_without_history if expectation else 0,
+                }
+            )
+        return found
+
+    @app.get(f"{API}/loops", tags=["read"])
+    def loops() -> list[dict[str, Any]]:
+        """Every loop's expected pass duration: the sum of its enabled tasks' expected durations (the
+        median of their last successful runs); tasks that never succeeded are counted apart."""
+        return [expectation.as_dict() for _, expectation in sorted(store.loop_expectations().items())]
 
     @app.get(f"{API}/tasks", tags=["read"])
     def tasks(codops: str | None = None, loop: str | None = None) -> list[dict[str, Any]]:
-        return [task.as_dict() for task in store.task_states(codops, loop=loop)]
+        """Tasks with their state, expected duration and, while running, their run's progress and ETA."""
+        running = store.running_runs(codops=codops, loop=loop)
+        return task_estimates(store.task_states(codops, loop=loop), running, datetime.now(UTC))
 
     @app.get(f"{API}/organisations/{{codops}}/tasks", tags=["read"])
     def organisation_tasks(codops: str) -> list[dict[str, Any]]:
-        return [task.as_dict() for task in store.task_states(codops)]
+        running = store.running_runs(codops=codops)
+        return task_estimates(store.task_states(codops), running, datetime.now(UTC))
 
     @app.get(f"{API}/organisations/{{codops}}/problems", tags=["read"])
     def problems(codops: str) -> list[dict[str, Any]]:
@@ -121,7 +145,7 @@ def create_app(
     ) -> dict[str, Any]:
         """Newest first; the next page is ``before=<next>``."""
         page = store.list_runs(codops=codops, task=task, loop=loop, status=status, limit=limit, before=before)
-        return {"runs": [run.as_dict() for run in page], "next": page[-1].id if len(page) == limit else None}
+        return {"runs": _with_eta(store, page), "next": page[-1].id if len(page) == limit else None}
 
     @app.get(f"{API}/durations", tags=["read"])
     def durations(
@@ -132,8 +156,9 @@ def create_app(
 
     @app.get(f"{API}/runs/{{run_id}}", tags=["read"])
     def run(run_id: str) -> dict[str, Any]:
-        """One run; ``manifest`` links to what it ran (null for runs recorded before manifests)."""
-        found = store.get_run(run_id).as_dict()
+        """One run; ``manifest`` links to what it ran (null for runs recorded before manifests); while it
+        runs, with its latest progress and its ETA (``scheduler.eta``)."""
+        found = _with_eta(store, [store.get_run(run_id)])[0]
         try:
             store.get_manifest(run_id)
             found["manifest"] = f"{API}/runs/{run_id}/manifest"
@@ -198,6 +223,10 @@ def create_app(
         return store.request_rerun(run_id, requested_by="api").as_dict()
 
     return app
+
+
+def _with_eta(store: Store, runs: Iterable[Run]) -> list[dict[str, Any]]:
+    return with_estimates(runs, store.expected_seconds, datetime.now(UTC))
 
 
 def _log_response(path: Path | None, range_header: str | None) -> Response:

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # imported when a command needs them (SQLAlchemy, pydantic se
 STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "KILLED", "LOST")  # scheduler.models.RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+RUN_COLUMNS = ["id", "codops", "task", "status", "short_version", "started_at", "duration_seconds", "outcome"]
 log = logging.getLogger(__name__)
 
 
@@ -190,6 +192,7 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from scheduler.eta import with_estimates
     from scheduler.models import RunStatus
 
     if args.show:
@@ -199,11 +202,36 @@ def _runs(args: argparse.Namespace) -> int:
             raise ValueError("runs show needs a RUN_ID")
         return show_run(args)
     status = RunStatus(args.status) if args.status else None
-    runs = _store(args).list_runs(
+    store = _store(args)
+    runs = store.list_runs(
         codops=args.codops, task=args.task, status=status, limit=args.limit, before=args.before
     )
-    _print_runs(runs, args.json)
+    rows = with_estimates(runs, store.expected_seconds, datetime.now(UTC))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for row in rows:
+        row["progress"] = _progress_cell(row)
+    _table(rows, [*RUN_COLUMNS, "progress"])
     return EXIT_OK
+
+
+def _progress_cell(run: dict[str, Any]) -> str | None:
+    """``42% epoch 3 of 7, ETA 1m30s`` for a running run (what is known of it); None otherwise."""
+    from scheduler.durations import format_duration
+
+    if run["status"] != "RUNNING":
+        return None
+    parts = []
+    if run["progress"] is not None:
+        parts.append(
+            f"{run['progress']:.0%}" + (f" {run['progress_message']}" if run["progress_message"] else "")
+        )
+    if run["eta_seconds"] is not None:
+        parts.append(f"ETA {format_duration(run['eta_seconds'])}")
+    if run["overdue"]:
+        parts.append(f"overdue (usually {format_duration(run['expected_seconds'])})")
+    return ", ".join(parts) or None
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -239,9 +267,7 @@ def _print_runs(runs: Iterable["Run"], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    _table(
-        rows, ["id", "codops", "task", "status", "short_version", "started_at", "duration_seconds", "outcome"]
-    )
+    _table(rows, RUN_COLUMNS)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -101,6 +101,10 @@ class RunRow(Base):
     host: Mapped[str | None] = mapped_column(String(255))
     deadline: Mapped[datetime | None] = mapped_column(UtcDateTime())
     rerun_of: Mapped[str | None] = mapped_column(String(40))  # the run this one repeats (trigger rerun)
+    # The latest progress the run reported (scheduler.progress): fraction 0..1, message, when.
+    progress: Mapped[float | None] = mapped_column(Float)
+    progress_message: Mapped[str | None] = mapped_column(Text)
+    progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     __table_args__ = (
         Index(None, "codops", "task", "started_at"),
@@ -140,6 +144,8 @@ class TaskRow(Base):
     line: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # How long a run is expected to take: the median of its last successful runs (scheduler.progress).
+    expected_seconds: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index(None, "loop"),)
 

@@ -53,6 +53,9 @@ class Run:
     host: str | None
     deadline: datetime | None
     rerun_of: str | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_at: datetime | None = None
 
     @property
     def short_version(self) -> str | None:
@@ -81,6 +84,9 @@ class Run:
             host=row.host,
             deadline=row.deadline,
             rerun_of=row.rerun_of,
+            progress=row.progress,
+            progress_message=row.progress_message,
+            progress_at=row.progress_at,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,6 +108,9 @@ class Run:
             "error": self.error,
             "application_id": self.application_id,
             "rerun_of": self.rerun_of,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+            "progress_at": iso(self.progress_at),
         }
 
 
@@ -123,6 +132,7 @@ class TaskStatus:
     file: str | None
     line: int | None
     removed: bool
+    expected_seconds: float | None = None
 
     @classmethod
     def from_row(cls, row: TaskRow) -> "TaskStatus":
@@ -143,6 +153,7 @@ class TaskStatus:
             file=row.file,
             line=row.line,
             removed=row.removed_at is not None,
+            expected_seconds=row.expected_seconds,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -163,6 +174,7 @@ class TaskStatus:
             "next_due": iso(self.next_due),
             "file": self.file,
             "line": self.line,
+            "expected_seconds": self.expected_seconds,
         }
 
 
@@ -227,6 +239,24 @@ class Organisation:
             "failing": self.failing,
             "errors": self.errors,
             "last_started_at": iso(self.last_started_at),
+        }
+
+
+@dataclass(frozen=True)
+class LoopExpectation:
+    """How long one pass of a loop is expected to take (``scheduler.eta``)."""
+
+    loop: str
+    tasks: int
+    expected_pass_seconds: float | None  # the sum over the tasks that have a successful run
+    tasks_without_history: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loop": self.loop,
+            "tasks": self.tasks,
+            "expected_pass_seconds": self.expected_pass_seconds,
+            "tasks_without_history": self.tasks_without_history,
         }
 
 

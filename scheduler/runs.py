@@ -3,7 +3,8 @@
 ``execute`` records the run (the store refuses a second running run of the same task), prepares it
 (code and environment), starts it, and watches it until it ends, is killed on request, or the service
 is told to kill everything. Whatever happens, the run is closed with an honest status and the loop
-goes on: no exception from one run reaches its loop.
+goes on: no exception from one run reaches its loop. While a run goes on, the progress it reports is
+written to its record, throttled (``ProgressRecorder``).
 """
 
 import logging
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from executors.base import Execution, Executor, Outcome, RunRequest, Status
+from executors.progress import Progress
 from scheduler import manifests
 from scheduler.definitions import LoopLimits, Task
 from scheduler.errors import AlreadyRunning, PeachError
@@ -59,6 +61,7 @@ class Runtime:
     killing: threading.Event = field(default_factory=threading.Event)
     kills: KillRequests = field(default_factory=KillRequests)
     poll: float = 0.5  # how often a supervisor looks at kill requests while its run goes on
+    progress_interval: float = 1.0  # at most one progress write per run in this many seconds
 
     def timeout_for(self, task: Task) -> float:
         limit = self.limits.metadata if task.loop == METADATA_LOOP else self.limits.codops
@@ -158,14 +161,46 @@ def _record_manifest(
         log.exception("run %s of %s: its manifest could not be recorded", run.id, task.key)
 
 
+class ProgressRecorder:
+    """Writes a run's latest progress to the store: at most once per ``interval`` seconds however often the
+    task reports, always the latest value, and the last one before the run ends. A failed write is only
+    logged (progress is not worth failing a run for) and tried again with the next offer."""
+
+    def __init__(
+        self, store: Store, run_id: str, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._store, self._run_id, self._interval, self._clock = store, run_id, interval, clock
+        self._written: Progress | None = None
+        self._last = float("-inf")
+        self.writes = 0
+
+    def offer(self, progress: Progress | None, *, final: bool = False) -> None:
+        if progress is None or progress is self._written:
+            return
+        now = self._clock()
+        if not final and now - self._last < self._interval:
+            return
+        self._last = now
+        at = datetime.fromtimestamp(progress.at, UTC)
+        try:
+            self._store.record_progress(self._run_id, progress.fraction, progress.message, at)
+        except SQLAlchemyError:
+            log.warning("run %s: recording its progress failed", self._run_id, exc_info=True)
+            return
+        self._written = progress
+        self.writes += 1
+
+
 def _watch(runtime: Runtime, run: Run, execution: Execution) -> Outcome:
     runtime.store.attach(run.id, pid=execution.pid, pid_start=process_start(execution.pid))
     recorded_app: str | None = None
+    progress = ProgressRecorder(runtime.store, run.id, runtime.progress_interval)
     while True:
         outcome = execution.wait(until=time.monotonic() + runtime.poll)
         if execution.application_id and execution.application_id != recorded_app:
             recorded_app = execution.application_id
             runtime.store.attach(run.id, application_id=recorded_app)
+        progress.offer(execution.progress, final=outcome is not None)
         if outcome is not None:
             return outcome
         if runtime.killing.is_set():

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.database import build_engine, default_url, migrate, writing
 from scheduler.errors import AlreadyRunning, ManifestNotFound, RunNotFound, StateError, TaskNotFound
+from scheduler.eta import HISTORY, expected_duration
 from scheduler.models import (
     ManifestRow,
     ProblemRow,
@@ -29,7 +30,7 @@ from scheduler.models import (
     TaskState,
     TriggerRow,
 )
-from scheduler.records import Manifest, Organisation, Run, StoredProblem, TaskStatus, Trigger
+from scheduler.records import LoopExpectation, Manifest, Organisation, Run, StoredProblem, TaskStatus, Trigger
 from scheduler.taskspec import Executor
 
 if TYPE_CHECKING:
@@ -199,18 +200,56 @@ class Store:
                 if next_due is not None:
                     task_row.next_due = next_due
                 task_row.updated_at = now
+            if status is RunStatus.SUCCEEDED and task_row is not None:
+                session.flush()
+                task_row.expected_seconds = expected_duration(self._successes(session, row.codops, row.task))
         log.info("run %s of %s/%s %s: %s", run_id, row.codops, row.task, status.value, outcome)
         return Run.from_row(row)
+
+    def record_progress(
+        self, run_id: str, fraction: float, message: str | None, at: datetime | None = None
+    ) -> bool:
+        """Record the latest progress of a RUNNING run (one short UPDATE; callers throttle it, see
+        ``scheduler.runs``); False when the run is not running (any more)."""
+        with self._session(write=True) as session:
+            result = session.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING.value)
+                .values(progress=fraction, progress_message=message, progress_at=at or self._now())
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    @staticmethod
+    def _successes(session: Session, codops: str, task: str) -> list[float]:
+        """Durations of the task's last ``HISTORY`` successful runs, newest first."""
+        query = (
+            select(RunRow.duration_seconds)
+            .where(RunRow.codops == codops, RunRow.task == task)
+            .where(RunRow.status == RunStatus.SUCCEEDED.value, RunRow.duration_seconds.is_not(None))
+            .order_by(RunRow.started_at.desc())
+            .limit(HISTORY)
+        )
+        return [duration for duration in session.scalars(query) if duration is not None]
+
+    def expected_seconds(self, codops: str, task: str) -> float | None:
+        """How long a run of the task is expected to take (``scheduler.eta``); None without history."""
+        with self._session() as session:
+            row = session.get(TaskRow, (codops, task))
+            return row.expected_seconds if row is not None else None
 
     def get_run(self, run_id: str) -> Run:
         with self._session() as session:
             return Run.from_row(self._run_row(session, run_id))
 
-    def running_runs(self, *, host: str | None = None) -> list[Run]:
-        """Every RUNNING run (of one host if given), oldest first: what restart recovery must settle."""
+    def running_runs(
+        self, *, host: str | None = None, codops: str | None = None, loop: str | None = None
+    ) -> list[Run]:
+        """Every RUNNING run (of one host, organisation or loop if given), oldest first: what restart
+        recovery must settle, and the progress of running tasks."""
         query = select(RunRow).where(RunRow.status == RunStatus.RUNNING.value)
-        if host is not None:
-            query = query.where(RunRow.host == host)
+        for column, value in ((RunRow.host, host), (RunRow.codops, codops), (RunRow.loop, loop)):
+            if value is not None:
+                query = query.where(column == value)
         with self._session() as session:
             return [Run.from_row(row) for row in session.scalars(query.order_by(RunRow.started_at))]
 
@@ -390,6 +429,24 @@ class Store:
                 Organisation(codops, count, running, failing, errors.get(codops, 0), last_started_at)
             )
         return summaries
+
+    def loop_expectations(self) -> dict[str, LoopExpectation]:
+        """Each loop's expected pass duration: the sum of its enabled tasks' expected durations."""
+        query = (
+            select(
+                TaskRow.loop,
+                func.count(),
+                func.sum(TaskRow.expected_seconds),
+                func.count().filter(TaskRow.expected_seconds.is_(None)),
+            )
+            .where(TaskRow.removed_at.is_(None), TaskRow.enabled.is_(True))
+            .group_by(TaskRow.loop)
+        )
+        with self._session() as session:
+            return {
+                loop: LoopExpectation(loop, tasks, None if total is None else float(total), unknown)
+                for loop, tasks, total, unknown in session.execute(query)
+            }
 
     # -- manual triggers ------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class FakeResourceManager:
                 "applicationTags": ",".join(tag.lower() for tag in tags),
                 "state": "ACCEPTED",
                 "finalStatus": "UNDEFINED",
+                "progress": 0.0,
                 "diagnostics": "",
                 "logAggregationStatus": "DISABLED",
                 "startedTime": int(time.time() * 1000),
@@ -82,6 +83,11 @@ class FakeResourceManager:
     def set_state(self, app_id: str, state: str, final: str = "UNDEFINED", diagnostics: str = "") -> None:
         with self._lock:
             self.apps[app_id].update(state=state, finalStatus=final, diagnostics=diagnostics)
+
+    def set_progress(self, app_id: str, percent: float) -> None:
+        """What the application master last reported to the RM (``progress``, 0-100)."""
+        with self._lock:
+            self.apps[app_id]["progress"] = percent
 
     def container(self, app_id: str) -> str:
         return str(self.apps[app_id]["_container"])

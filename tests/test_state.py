@@ -125,6 +125,9 @@ def test_run_lifecycle(store: Store, clock: Clock) -> None:
         "error": "ValueError: boom",
         "application_id": "application_1700000000000_0001",
         "rerun_of": None,
+        "progress": None,
+        "progress_message": None,
+        "progress_at": None,
     }
     assert store.get_run(run_id) == done
     task = store.task_states("chrts")[0]

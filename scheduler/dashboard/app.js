@@ -63,6 +63,27 @@ function duration(seconds) {
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
+// Progress and ETA of a running task or run (API fields progress, progress_message, eta_seconds, overdue,
+// expected_seconds; the formula is scheduler/eta.py). Not running: how long it usually takes.
+function progressCell(item, running) {
+  const cell = el("span", { className: "progress-cell" });
+  if (!running) {
+    cell.append(item.expected_seconds === null || item.expected_seconds === undefined ? "—" : `usually ${duration(item.expected_seconds)}`);
+    cell.classList.add("muted");
+    return cell;
+  }
+  if (item.progress !== null && item.progress !== undefined) {
+    const percent = `${Math.round(item.progress * 100)}%`;
+    cell.append(el("progress", { max: "1", value: String(item.progress), "aria-label": `progress ${percent}`, title: item.progress_message || percent }), ` ${percent}`);
+    if (item.progress_message) cell.append(el("span", { className: "progress-message" }, ` ${item.progress_message}`));
+  }
+  let eta = "ETA unknown";
+  if (item.eta_seconds !== null && item.eta_seconds !== undefined) eta = `ETA ${duration(item.eta_seconds)}`;
+  if (item.overdue) eta = `${item.eta_seconds === null ? "" : `${eta}, `}overdue (usually ${duration(item.expected_seconds)})`;
+  cell.append(el("span", { className: item.overdue ? "eta overdue" : "eta" }, ` ${eta}`));
+  return cell;
+}
+
 function statusBadge(status) {
   return el("span", { className: `badge s-${(status || "none").toLowerCase()}` }, status || "never run");
 }
@@ -132,6 +153,7 @@ async function loadTasks() {
     metadata ? `${API}/tasks?loop=${METADATA}` : `${API}/organisations/${encodeURIComponent(state.codops)}/tasks`,
   );
   const problems = metadata ? [] : await getJSON(`${API}/organisations/${encodeURIComponent(state.codops)}/problems`);
+  const loops = await getJSON(`${API}/loops`);
   $("tasks-title").textContent = metadata ? "Tasks of the metadata loop" : `Tasks of ${state.codops}`;
   renderProblems(problems);
   const focus = rememberFocus();
@@ -156,12 +178,24 @@ async function loadTasks() {
       el("td", {}, task.executor),
       el("td", {}, task.loop),
       el("td", {}, when(task.next_due)),
+      el("td", { className: "progress-col" }, progressCell(task, task.state === "RUNNING" && Boolean(task.running_run_id))),
       el("td", {}, trigger),
     );
   });
   $("tasks").tBodies[0].replaceChildren(...rows);
   $("tasks-empty").hidden = tasks.length > 0;
+  renderExpectedPass(loops.find((loop) => loop.loop === (metadata ? METADATA : state.codops)));
   restoreFocus(focus);
+}
+
+function renderExpectedPass(loop) {
+  const line = $("loop-expected");
+  if (!loop) {
+    line.textContent = "";
+    return;
+  }
+  const without = loop.tasks_without_history ? ` (${loop.tasks_without_history} of ${loop.tasks} tasks never succeeded yet, not counted)` : "";
+  line.textContent = loop.expected_pass_seconds === null ? "Expected pass: unknown, no task has succeeded yet" : `Expected pass: ${duration(loop.expected_pass_seconds)}${without}`;
 }
 
 function renderProblems(problems) {
@@ -248,6 +282,7 @@ function renderRuns(runs, codops) {
         statusBadge(run.status),
         run.outcome ? el("span", { className: "muted" }, ` ${run.outcome}`) : null,
         run.rerun_of ? el("span", { className: "muted rerun-of" }, ` (rerun of ${run.rerun_of})`) : null,
+        run.status === "RUNNING" ? progressCell(run, true) : null,
       ),
       el("td", { className: "num" }, duration(run.duration_seconds)),
       el("td", {}, applicationLink(run)),
