@@ -81,6 +81,9 @@ class Execution(ABC):
         self.pid: int | None = None
         self.application_id: str | None = None
         self.outcome: Outcome | None = None
+        # where the task writes files kept with the run (None: not collected, ``artifacts_note`` says why)
+        self.artifacts_dir: Path | None = None
+        self.artifacts_note: str | None = None
 
     @property
     def run_id(self) -> str:

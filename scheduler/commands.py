@@ -75,6 +75,16 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     runs.add_argument("--limit", type=int, default=20, help="default 20, at most 500")
     runs.add_argument("--before", metavar="RUN_ID", help="the page after this run")
     runs.add_argument("--json", action="store_true", help="print a JSON array of run objects")
+    run_commands = runs.add_subparsers(title="commands", metavar="COMMAND")
+    keep = run_commands.add_parser(
+        "keep",
+        help="keep a run's artifacts whatever the retention policy (--unset: let it prune them)",
+        description="Mark a run whose artifacts retention must keep, or with --unset remove the mark.",
+    )
+    keep.add_argument("run_id", metavar="RUN_ID")
+    keep.add_argument("--unset", action="store_true", help="remove the mark instead")
+    keep.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="as for runs")
+    keep.set_defaults(handler=lambda args: _guarded(_keep, args), command_name="runs keep")
     logs = command("logs", _logs, "print a run's log", "Print a run's log as stored.")
     logs.add_argument("run_id", metavar="RUN_ID")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
@@ -193,22 +203,26 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
+    from scheduler import runlogs
+
     store = _store(args)
     run = store.get_run(args.run_id)
-    path = Path(run.log_path) if run.log_path else None
     offset = 0
-    while True:
-        if path is not None and path.exists():
-            with path.open("rb") as log_file:
-                log_file.seek(offset)
-                chunk = log_file.read()
-            offset += len(chunk)
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+    while True:  # a finished run's log is compressed: the path changes, offsets stay those of the text
+        chunk, _ = runlogs.read(Path(run.log_path) if run.log_path else None, offset)
+        offset += len(chunk)
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
         if not args.follow or run.status != "RUNNING":
             return EXIT_OK
         time.sleep(0.5)  # polling a file another process appends to
         run = store.get_run(args.run_id)
+
+
+def _keep(args: argparse.Namespace) -> int:
+    run = _store(args).set_keep(args.run_id, not args.unset)
+    print(f"run {run.id}: artifacts {'kept whatever the retention' if run.keep else 'subject to retention'}")
+    return EXIT_OK
 
 
 def _trigger(args: argparse.Namespace) -> int:

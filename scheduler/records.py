@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scheduler.models import ProblemRow, RunRow, RunStatus, RunTrigger, TaskRow, TaskState, TriggerRow
+from scheduler.models import (
+    ArtifactRow,
+    ProblemRow,
+    RunRow,
+    RunStatus,
+    RunTrigger,
+    TaskRow,
+    TaskState,
+    TriggerRow,
+)
 from scheduler.taskspec import Executor
 
 SHORT_VERSION = 12
@@ -42,6 +51,10 @@ class Run:
     pid_start: int | None
     host: str | None
     deadline: datetime | None
+    keep: bool = False
+    artifacts_dir: str | None = None
+    artifacts_state: str | None = None
+    artifacts_note: str | None = None
 
     @property
     def short_version(self) -> str | None:
@@ -69,6 +82,10 @@ class Run:
             pid_start=row.pid_start,
             host=row.host,
             deadline=row.deadline,
+            keep=bool(row.keep),
+            artifacts_dir=row.artifacts_dir,
+            artifacts_state=row.artifacts_state,
+            artifacts_note=row.artifacts_note,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,7 +106,26 @@ class Run:
             "outcome": self.outcome,
             "error": self.error,
             "application_id": self.application_id,
+            "keep": self.keep,
+            "artifacts": self.artifacts_state,
         }
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file of a run's artifacts: ``path`` relative to its directory; ``dropped`` over the limit."""
+
+    path: str
+    size: int
+    sha256: str | None
+    dropped: bool
+
+    @classmethod
+    def from_row(cls, row: ArtifactRow) -> "Artifact":
+        return cls(path=row.path, size=row.size, sha256=row.sha256, dropped=row.dropped)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "dropped": self.dropped}
 
 
 @dataclass(frozen=True)

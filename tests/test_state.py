@@ -121,6 +121,8 @@ def test_run_lifecycle(store: Store, clock: Clock) -> None:
         "outcome": "exited with status 1",
         "error": "ValueError: boom",
         "application_id": "application_1700000000000_0001",
+        "keep": False,
+        "artifacts": None,
     }
     assert store.get_run(run_id) == done
     task = store.task_states("chrts")[0]
@@ -330,7 +332,7 @@ def test_organisations_and_triggers(store: Store, tmp_path: Path) -> None:
 def test_migrated_schema_matches_the_models(store: Store, state_url: str) -> None:
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert MigrationContext.configure(connection).get_current_revision() == "0001"
+        assert MigrationContext.configure(connection).get_current_revision() == "0003"
     again = Store(build_engine(state_url))  # migrating an up-to-date database changes nothing
     assert again.list_runs() == []
     again.close()
