@@ -8,7 +8,7 @@ description (``/api/v1/openapi.json``) from the same code that serves the routes
 import hmac
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -167,11 +167,14 @@ def create_app(
             or not found.artifacts_dir
         ):
             raise ArtifactNotFound(f"run {run_id} has no artifact {path!r}")
-        fd = open_artifact(Path(found.artifacts_dir), relative)
-        file = os.fdopen(fd, "rb")
+        directory = Path(found.artifacts_dir)
+        fd = open_artifact(directory, relative)  # 404 now, before any header is sent
         length = os.fstat(fd).st_size
+        os.close(fd)
         return StreamingResponse(
-            _chunks(file), media_type="application/octet-stream", headers=_download_headers(relative, length)
+            _chunks(directory, relative, length),
+            media_type="application/octet-stream",
+            headers=_download_headers(relative, length),
         )
 
     def set_keep(run_id: str, keep: bool) -> dict[str, Any]:
@@ -232,9 +235,12 @@ def _log_response(path: Path | None, range_header: str | None) -> Response:
     return Response(body, status_code=206, headers=headers, media_type=text)
 
 
-def _chunks(file: Any) -> Any:
-    with file:
-        while chunk := file.read(1024 * 1024):
+def _chunks(directory: Path, relative: str, length: int) -> Iterator[bytes]:
+    """The file's first ``length`` bytes (its size when the response began), opened again only once
+    the body is wanted: nothing stays open for a client that goes away first."""
+    with os.fdopen(open_artifact(directory, relative), "rb") as file:
+        while length > 0 and (chunk := file.read(min(length, 1024 * 1024))):
+            length -= len(chunk)
             yield chunk
 
 

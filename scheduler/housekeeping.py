@@ -19,12 +19,12 @@ class Housekeeping(threading.Thread):
     def __init__(self, store: Store, metrics: Metrics, policy: ArtifactPolicy, interval: float) -> None:
         super().__init__(name="housekeeping", daemon=True)
         self.store, self.metrics, self.policy, self.interval = store, metrics, policy, interval
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         while True:
             self.run_pass()
-            if self._stop.wait(self.interval):
+            if self._halt.wait(self.interval):
                 return
 
     def run_pass(self) -> int:
@@ -43,6 +43,6 @@ class Housekeeping(threading.Thread):
         return runs
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        self._halt.set()
         if self.is_alive():
             self.join(timeout)
