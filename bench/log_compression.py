@@ -40,11 +40,16 @@ def typical_log(path: Path, lines: int) -> None:
         kind = rng.random()
         if kind < 0.5:
             stage, task = rng.randrange(40), rng.randrange(2000)
-            text = f"26/03/01 12:{n % 60:02d}:{n % 60:02d} INFO TaskSetManager: Finished task {task}.0 in stage {stage}.0 (TID {n}) in {rng.randrange(5, 900)} ms on localhost (executor driver) ({task}/2000)\n"
+            text = (
+                f"26/03/01 12:{n % 60:02d}:{n % 60:02d} INFO TaskSetManager: Finished task {task}.0 in "
+                f"stage {stage}.0 (TID {n}) in {rng.randrange(5, 900)} ms on localhost (executor driver) "
+                f"({task}/2000)\n"
+            )
         elif kind < 0.9:
-            text = f"epoch {n // 1000} batch {n % 1000} loss={rng.random():.6f} accuracy={rng.random():.4f} lr=0.001\n"
+            text = f"epoch {n // 1000} batch {n % 1000} loss={rng.random():.6f} acc={rng.random():.4f}\n"
         elif kind < 0.999:
-            text = f"fetched {rng.randrange(10**6)} rows from s3://bucket/chrts/part-{rng.randrange(10**5):05d}.parquet\n"
+            part = rng.randrange(10**5)
+            text = f"fetched {rng.randrange(10**6)} rows from s3://bucket/chrts/part-{part:05d}.parquet\n"
         else:
             text = TRACEBACK
         log.output(text.encode())
@@ -82,13 +87,16 @@ def main() -> None:
     print(f"typical log: {args.lines} lines, {size / mib:.1f} MiB plain, {stored / mib:.2f} MiB gzip")
     print(f"  compression ratio        {size / stored:.1f}x")
     print(
-        f"  compress                 {packing * 1000:.0f} ms ({size / mib / packing:.0f} MiB/s); copying the file: {copy * 1000:.1f} ms ({packing / copy:.0f}x)"
+        f"  compress                 {packing * 1000:.0f} ms ({size / mib / packing:.0f} MiB/s); "
+        f"copying the file: {copy * 1000:.1f} ms ({packing / copy:.0f}x)"
     )
     print(
-        f"  read whole               gzip {read_packed * 1000:.1f} ms, plain {read_plain * 1000:.1f} ms ({read_packed / read_plain:.0f}x)"
+        f"  read whole               gzip {read_packed * 1000:.1f} ms, plain {read_plain * 1000:.1f} ms "
+        f"({read_packed / read_plain:.0f}x)"
     )
     print(
-        f"  read last 64 KiB (Range) gzip {range_packed * 1000:.1f} ms, plain {range_plain * 1000:.2f} ms ({range_packed / range_plain:.0f}x)"
+        f"  read last 64 KiB (Range) gzip {range_packed * 1000:.1f} ms, plain {range_plain * 1000:.2f} ms "
+        f"({range_packed / range_plain:.0f}x)"
     )
 
 
