@@ -25,7 +25,7 @@ from executors.spark import SparkExecutor
 from executors.yarn import ResourceManager
 from scheduler import dashboard
 from scheduler.api import create_app
-from scheduler.artifacts import ArtifactPolicy
+from scheduler.artifacts import ArtifactPolicy, settle
 from scheduler.config import Config
 from scheduler.errors import ResourceManagerError
 from scheduler.housekeeping import Housekeeping
@@ -214,6 +214,10 @@ class Service:
                 )
             else:
                 outcome = "the scheduler stopped while this run was going; its process was gone at restart"
+            try:  # what it wrote is kept as for any run; its log compressed
+                settle(self.store, run.id, self.runtime.artifacts)
+            except Exception:
+                log.exception("run %s: keeping its artifacts and log at restart failed", run.id)
             finished = self.store.finish_run(run.id, RunStatus.LOST, outcome)
             self.metrics.run_finished(finished)
             log.warning("run %s of %s/%s closed as LOST: %s", run.id, run.codops, run.task, outcome)
