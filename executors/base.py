@@ -84,6 +84,9 @@ class Execution(ABC):
         self.application_id: str | None = None
         self.outcome: Outcome | None = None
         self.progress: Progress | None = None  # the latest the run reported (executors.progress)
+        # where the task writes files kept with the run (None: not collected, ``artifacts_note`` says why)
+        self.artifacts_dir: Path | None = None
+        self.artifacts_note: str | None = None
 
     @property
     def run_id(self) -> str:

@@ -53,6 +53,11 @@ def _stamp(wall: float) -> bytes:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ " % (moment.microsecond // 1000)
 
 
+def note_line(text: str, wall: float) -> bytes:
+    """A ``[peach]`` line as the log writes it, for notes added after the run (artifacts collected)."""
+    return _stamp(wall) + b"[peach] " + text.encode("utf-8", "replace") + b"\n"
+
+
 class CappedLog:
     """The log file of one run. Only one thread writes; any thread or process may read the file."""
 

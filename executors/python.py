@@ -5,6 +5,7 @@ Each run gets ``<runs_root>/<run id>/``::
     runner.py     the generated runner script (executors.runner)
     output.log    the run's log (executors.logs): timestamped, capped, kept after the run
     work/         the working directory, HOME and (work/tmp) TMPDIR; removed after the run unless kept
+    artifacts/    files kept with the run (``PEACH_ARTIFACTS_DIR``; ``<artifacts_root>/<run id>`` if set)
 
 The child's environment is built from an allow-list (``pass_env``, ``LC_*``) plus what the run needs
 (``PEACH_RUN_ID``, ``PEACH_CODOPS``, ``PEACH_TASK``, ``PEACH_VERSION``, ``VIRTUAL_ENV``); nothing else of
@@ -30,6 +31,7 @@ from scheduler.errors import EnvironmentBuildError, ExecutionError
 
 log = logging.getLogger(__name__)
 
+ARTIFACTS_ENV = "PEACH_ARTIFACTS_DIR"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
@@ -73,6 +75,7 @@ class PythonExecutor(Executor):
         limits: LogLimits | None = None,
         pass_env: tuple[str, ...] = DEFAULT_PASS_ENV,
         keep_workdir: bool = False,
+        artifacts_root: Path | None = None,
         source_env: Mapping[str, str] | None = None,
         proc_root: Path = PROC,
         clock: Callable[[], float] = time.monotonic,
@@ -80,6 +83,7 @@ class PythonExecutor(Executor):
         popen: Popen = subprocess.Popen,
     ) -> None:
         self.environments, self.runs_root = environments, Path(runs_root)
+        self.artifacts_root = artifacts_root
         self.grace, self.limits, self.pass_env = grace, limits or LogLimits(), pass_env
         self.keep_workdir = keep_workdir
         self._source_env = source_env
@@ -113,6 +117,10 @@ class PythonExecutor(Executor):
             runner.write_text(runner_script(request.task))
             source = os.environ if self._source_env is None else self._source_env
             environ = task_environment(request, workdir, env, source, self.pass_env)
+            artifacts = self._artifacts_dir(request, run_dir)
+            if artifacts is not None:
+                artifacts.mkdir(parents=True)
+                environ[ARTIFACTS_ENV] = str(artifacts)
             command = self._command(request, run_dir, runner, env, environ)
         except OSError as exc:
             env.release()
@@ -126,9 +134,21 @@ class PythonExecutor(Executor):
             if not self.keep_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-        return self._execution(request, command, environ, workdir, log_path, cleanup)
+        execution = self._execution(request, command, environ, workdir, log_path, cleanup)
+        execution.artifacts_dir = artifacts
+        if artifacts is None:
+            execution.artifacts_note = self._no_artifacts
+        return execution
 
     # -- the steps another local-process executor (spark-submit) changes -----------------------------
+
+    _no_artifacts = "artifacts: none for this run"
+
+    def _artifacts_dir(self, request: RunRequest, run_dir: Path) -> Path | None:
+        """Where the task writes files to keep with the run; None when they cannot be collected here."""
+        if self.artifacts_root is not None:
+            return self.artifacts_root / request.run_id
+        return run_dir / "artifacts"
 
     def _check(self, request: RunRequest) -> None:
         """Refuse a run before anything is built for it."""

@@ -176,6 +176,7 @@ class SparkExecutor(PythonExecutor):
         limits: LogLimits | None = None,
         pass_env: tuple[str, ...] = SPARK_PASS_ENV,
         keep_workdir: bool = False,
+        artifacts_root: Path | None = None,
         source_env: Mapping[str, str] | None = None,
         proc_root: Path = PROC,
         clock: Callable[[], float] = time.monotonic,
@@ -189,6 +190,7 @@ class SparkExecutor(PythonExecutor):
             limits=limits,
             pass_env=pass_env,
             keep_workdir=keep_workdir,
+            artifacts_root=artifacts_root,
             source_env=source_env,
             proc_root=proc_root,
             clock=clock,
@@ -211,6 +213,17 @@ class SparkExecutor(PythonExecutor):
         if self.yarn and self.resourcemanager is None:
             raise ExecutionError("the spark master is yarn but no ResourceManager is configured")
         task_overrides(request, self.settings.allowed_overrides)  # refuse before building anything
+
+    _no_artifacts = (
+        "artifacts: not collected: in YARN cluster mode the driver runs on the cluster, so files it "
+        "writes stay there (the entry function's `artifacts` argument is a scratch directory that is "
+        "discarded, and PEACH_ARTIFACTS_DIR is not set)"
+    )
+
+    def _artifacts_dir(self, request: RunRequest, run_dir: Path) -> Path | None:
+        if self.yarn and self.settings.deploy_mode == "cluster":
+            return None
+        return super()._artifacts_dir(request, run_dir)
 
     def _environment(self, request: RunRequest) -> Environment:
         if self.yarn:  # shipped to the cluster with --archives, built against the cluster's interpreter

@@ -8,20 +8,22 @@ description (``/api/v1/openapi.json``) from the same code that serves the routes
 import hmac
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from scheduler import dashboard
+from scheduler import dashboard, runlogs
+from scheduler.artifacts import ArtifactNotFound, open_artifact, safe_relative
 from scheduler.errors import ManifestNotFound, PeachError
 from scheduler.eta import task_estimates, with_estimates
 from scheduler.metrics import Metrics
-from scheduler.models import RunStatus
+from scheduler.models import ArtifactsState, RunStatus
 from scheduler.records import Run
 from scheduler.reruns import check_request
 from scheduler.rundiff import diff_runs
@@ -189,6 +191,61 @@ def create_app(
         found = store.get_run(run_id)
         return _log_response(Path(found.log_path) if found.log_path else None, range)
 
+    @app.get(f"{API}/runs/{{run_id}}/artifacts", tags=["read"])
+    def run_artifacts(run_id: str) -> dict[str, Any]:
+        """The files the run left in its artifacts directory (``state``: ``pending`` while it runs, then
+        ``kept``, ``pruned`` or ``unavailable``; ``note`` says what was dropped or why there are none)."""
+        found = store.get_run(run_id)
+        files = store.artifacts(run_id)
+        kept = [f for f in files if not f.dropped]
+        return {
+            "run_id": run_id,
+            "state": found.artifacts_state,
+            "note": found.artifacts_note,
+            "keep": found.keep,
+            "total_bytes": sum(f.size for f in kept),
+            "artifacts": [
+                {**f.as_dict(), "url": f"{API}/runs/{quote(run_id)}/artifacts/{quote(f.path)}"} for f in kept
+            ],
+            "dropped": [f.as_dict() for f in files if f.dropped],
+        }
+
+    @app.get(f"{API}/runs/{{run_id}}/artifacts/{{path:path}}", tags=["read"], response_class=Response)
+    def run_artifact(run_id: str, path: str) -> Response:
+        """One artifact, as a download (``application/octet-stream``, attachment, sandboxed): never
+        rendered or run in the dashboard's origin."""
+        found = store.get_run(run_id)
+        relative = str(safe_relative(path))
+        recorded = {f.path: f for f in store.artifacts(run_id) if not f.dropped}
+        if (
+            relative not in recorded
+            or found.artifacts_state != ArtifactsState.KEPT
+            or not found.artifacts_dir
+        ):
+            raise ArtifactNotFound(f"run {run_id} has no artifact {path!r}")
+        directory = Path(found.artifacts_dir)
+        fd = open_artifact(directory, relative)  # 404 now, before any header is sent
+        length = os.fstat(fd).st_size
+        os.close(fd)
+        return StreamingResponse(
+            _chunks(directory, relative, length),
+            media_type="application/octet-stream",
+            headers=_download_headers(relative, length),
+        )
+
+    def set_keep(run_id: str, keep: bool) -> dict[str, Any]:
+        return store.set_keep(run_id, keep).as_dict()
+
+    @app.put(f"{API}/runs/{{run_id}}/keep", tags=["act"], dependencies=[Depends(authorised)])
+    def keep(run_id: str) -> dict[str, Any]:
+        """Keep the run's artifacts whatever the retention policy."""
+        return set_keep(run_id, True)
+
+    @app.delete(f"{API}/runs/{{run_id}}/keep", tags=["act"], dependencies=[Depends(authorised)])
+    def unkeep(run_id: str) -> dict[str, Any]:
+        """Let retention prune the run's artifacts again."""
+        return set_keep(run_id, False)
+
     @app.post(
         f"{API}/organisations/{{codops}}/tasks/{{task}}/trigger",
         tags=["act"],
@@ -230,27 +287,47 @@ def _with_eta(store: Store, runs: Iterable[Run]) -> list[dict[str, Any]]:
 
 
 def _log_response(path: Path | None, range_header: str | None) -> Response:
-    """RFC 7233 ranges on the (capped) log: 200 whole, 206 ``bytes=N-`` / ``bytes=N-M``, 416 past the end."""
+    """RFC 7233 ranges on the (capped) log: 200 whole, 206 ``bytes=N-`` / ``bytes=N-M``, 416 past the end.
+    A finished run's log is stored compressed: ranges are on its decompressed text."""
     headers = {"Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
     text = "text/plain; charset=utf-8"
-    size = path.stat().st_size if path and path.exists() else 0
-    start, end = 0, size - 1
-    if range_header is not None:
-        match = _RANGE.fullmatch(range_header.strip())
-        if not match:
-            raise HTTPException(400, f"unsupported Range {range_header!r}: use bytes=N- or bytes=N-M")
-        start = int(match["start"])
-        end = min(int(match["end"]), size - 1) if match["end"] else size - 1
-        if start >= size or end < start:
-            headers["Content-Range"] = f"bytes */{size}"
-            return Response(b"", status_code=416, headers=headers, media_type=text)
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    body = b""
-    if path and size:
-        with path.open("rb") as log:
-            log.seek(start)
-            body = log.read(end - start + 1)
-    return Response(body, status_code=206 if range_header else 200, headers=headers, media_type=text)
+    if range_header is None:
+        body, _ = runlogs.read(path)
+        return Response(body, status_code=200, headers=headers, media_type=text)
+    match = _RANGE.fullmatch(range_header.strip())
+    if not match:
+        raise HTTPException(400, f"unsupported Range {range_header!r}: use bytes=N- or bytes=N-M")
+    start = int(match["start"])
+    wanted_end = int(match["end"]) if match["end"] else None
+    body, size = runlogs.read(path, start, wanted_end)
+    end = min(wanted_end, size - 1) if wanted_end is not None else size - 1
+    if start >= size or end < start:
+        headers["Content-Range"] = f"bytes */{size}"
+        return Response(b"", status_code=416, headers=headers, media_type=text)
+    headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{size}"
+    return Response(body, status_code=206, headers=headers, media_type=text)
+
+
+def _chunks(directory: Path, relative: str, length: int) -> Iterator[bytes]:
+    """The file's first ``length`` bytes (its size when the response began), opened again only once
+    the body is wanted: nothing stays open for a client that goes away first."""
+    with os.fdopen(open_artifact(directory, relative), "rb") as file:
+        while length > 0 and (chunk := file.read(min(length, 1024 * 1024))):
+            length -= len(chunk)
+            yield chunk
+
+
+def _download_headers(path: str, length: int) -> dict[str, str]:
+    """A download, never a page: attachment, no sniffing, and a sandbox CSP in case it is opened."""
+    name = path.rsplit("/", 1)[-1]
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    return {
+        "Content-Length": str(length),
+        "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "Cache-Control": "no-store",
+    }
 
 
 # Defence in depth behind textContent: only the page's own script and style ever run.

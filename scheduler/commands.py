@@ -77,14 +77,29 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         "List runs, newest first. 'runs show RUN_ID' prints one run and what it ran (commit, runner "
         "script, installed dependency set, Spark settings, arguments, YAML definition).",
     )
-    runs.add_argument("show", nargs="?", choices=["show"], help="show one run")
-    runs.add_argument("run_id", nargs="?", metavar="RUN_ID", help="the run to show")
     runs.add_argument("--codops")
     runs.add_argument("--task")
     runs.add_argument("--status", choices=STATUSES)
     runs.add_argument("--limit", type=int, default=20, help="default 20, at most 500")
     runs.add_argument("--before", metavar="RUN_ID", help="the page after this run")
     runs.add_argument("--json", action="store_true", help="print a JSON array of run objects")
+    run_commands = runs.add_subparsers(title="commands", metavar="COMMAND")
+    show = run_commands.add_parser(
+        "show", help="one run and what it ran", description="Print one run and what it ran."
+    )
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("--json", action="store_true", help="print the run and its manifest as JSON")
+    show.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="as for runs")
+    show.set_defaults(handler=lambda args: _guarded(_show, args), command_name="runs show")
+    keep = run_commands.add_parser(
+        "keep",
+        help="keep a run's artifacts whatever the retention policy (--unset: let it prune them)",
+        description="Mark a run whose artifacts retention must keep, or with --unset remove the mark.",
+    )
+    keep.add_argument("run_id", metavar="RUN_ID")
+    keep.add_argument("--unset", action="store_true", help="remove the mark instead")
+    keep.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="as for runs")
+    keep.set_defaults(handler=lambda args: _guarded(_keep, args), command_name="runs keep")
     logs = command("logs", _logs, "print a run's log", "Print a run's log as stored.")
     logs.add_argument("run_id", metavar="RUN_ID")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
@@ -195,12 +210,6 @@ def _runs(args: argparse.Namespace) -> int:
     from scheduler.eta import with_estimates
     from scheduler.models import RunStatus
 
-    if args.show:
-        from scheduler.rerun_commands import show_run
-
-        if not args.run_id:
-            raise ValueError("runs show needs a RUN_ID")
-        return show_run(args)
     status = RunStatus(args.status) if args.status else None
     store = _store(args)
     runs = store.list_runs(
@@ -235,22 +244,32 @@ def _progress_cell(run: dict[str, Any]) -> str | None:
 
 
 def _logs(args: argparse.Namespace) -> int:
+    from scheduler import runlogs
+
     store = _store(args)
     run = store.get_run(args.run_id)
-    path = Path(run.log_path) if run.log_path else None
     offset = 0
-    while True:
-        if path is not None and path.exists():
-            with path.open("rb") as log_file:
-                log_file.seek(offset)
-                chunk = log_file.read()
-            offset += len(chunk)
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+    while True:  # a finished run's log is compressed: the path changes, offsets stay those of the text
+        chunk, _ = runlogs.read(Path(run.log_path) if run.log_path else None, offset)
+        offset += len(chunk)
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
         if not args.follow or run.status != "RUNNING":
             return EXIT_OK
         time.sleep(0.5)  # polling a file another process appends to
         run = store.get_run(args.run_id)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from scheduler.rerun_commands import show_run
+
+    return show_run(args)
+
+
+def _keep(args: argparse.Namespace) -> int:
+    run = _store(args).set_keep(args.run_id, not args.unset)
+    print(f"run {run.id}: artifacts {'kept whatever the retention' if run.keep else 'subject to retention'}")
+    return EXIT_OK
 
 
 def _trigger(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -58,6 +59,9 @@ ENVIRONMENT: Mapping[str, tuple[str, ...]] = {
     "PEACH_SPARK_DEPLOY_MODE": ("spark", "deploy_mode"),
     "PEACH_YARN_RESOURCEMANAGERS": ("yarn", "resourcemanagers"),  # comma-separated
     "PEACH_GIT_TIMEOUT": ("git", "timeout"),
+    "PEACH_ARTIFACTS_ROOT": ("artifacts", "root"),
+    "PEACH_ARTIFACTS_MAX_BYTES": ("artifacts", "max_bytes"),
+    "PEACH_ARTIFACTS_KEEP_RUNS": ("artifacts", "keep_runs"),
 }
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -155,6 +159,20 @@ class GitSettings(_Model):
     timeout: Seconds = 120.0  # every git operation is killed after this long
 
 
+class ArtifactSettings(_Model):
+    """Files a run writes to its artifacts directory (``PEACH_ARTIFACTS_DIR``), kept with the run."""
+
+    root: Path | None = None  # None: <workspace>/runs/<run id>/artifacts; else <root>/<run id>
+    max_bytes: ByteSize = ByteSize(100 * 1024 * 1024)  # per run: larger files are dropped first
+    keep_runs: int = Field(10, ge=0)  # per task: the last N runs keep their artifacts (and `keep` runs)
+    prune_interval: Seconds = 300.0  # how often retention runs in the service
+
+    @field_validator("root")
+    @classmethod
+    def _relative_root(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else Path(os.path.abspath(_base(info) / value))
+
+
 class Resources(_Model):
     """An organisation's Spark resource profile."""
 
@@ -243,6 +261,7 @@ class Config(_Model):
     spark: SparkSettings = SparkSettings()
     yarn: YarnSettings = YarnSettings()
     git: GitSettings = GitSettings()
+    artifacts: ArtifactSettings = ArtifactSettings()
     organisations: dict[Codops, Organisation] = {}
 
     @field_validator("workspace")
@@ -283,6 +302,7 @@ class Config(_Model):
         for section, key in (("loops", "timeout"), ("loops", "metadata_timeout"), ("loops", "pause")):
             data[section][key] = format_duration(data[section][key])
         data["git"]["timeout"] = format_duration(self.git.timeout)
+        data["artifacts"]["prune_interval"] = format_duration(self.artifacts.prune_interval)
         data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
         return data
 
@@ -352,7 +372,7 @@ def _build(data: dict[str, Any], base: Path, environ: Mapping[str, str], where: 
 def _env_value(name: str, value: str) -> Any:
     if name == "PEACH_YARN_RESOURCEMANAGERS":
         return [part.strip() for part in value.split(",") if part.strip()]
-    if name == "PEACH_WORKSPACE":
+    if name in ("PEACH_WORKSPACE", "PEACH_ARTIFACTS_ROOT"):
         return os.path.abspath(value)  # relative to where the service starts, as usual for variables
     if name == "PEACH_STATE_URL" and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
         return "sqlite:///" + os.path.abspath(value.removeprefix("sqlite:///"))

@@ -32,7 +32,7 @@ ROOT_FILE = "peach.yaml"
 CONF_DIR = "peach.conf"
 DEFAULT_LOOP_TIMEOUT = 3600.0
 DEFAULT_METADATA_TIMEOUT = 300.0
-RUNNER_PARAMETERS = frozenset({"spark"})  # filled in by the runner, never from ``args``
+RUNNER_PARAMETERS = frozenset({"spark", "artifacts"})  # filled in by the runner, never from ``args``
 
 
 class Severity(StrEnum):
@@ -328,7 +328,7 @@ class _Loader:
             if key not in signature.parameters and not signature.var_keyword:
                 raise reject(f"method {spec.method!r} has no parameter {key!r}", ("args", key))
         for param in signature.required:
-            if param == "spark" and spec.executor is Executor.SPARK:
+            if param == "artifacts" or (param == "spark" and spec.executor is Executor.SPARK):
                 continue
             if param not in spec.args:
                 extra = " (only the spark executor provides it)" if param == "spark" else ""

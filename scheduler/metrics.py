@@ -175,6 +175,21 @@ class Metrics:
             "Runs whose Python environment was already built.",
             registry=r,
         )
+        self.artifact_bytes = Gauge(
+            "peach_artifacts_bytes",
+            "Bytes of run artifacts kept (set by retention, grown by each finished run).",
+            registry=r,
+        )
+        self.artifacts_pruned = Counter(
+            "peach_artifacts_pruned",
+            "Runs whose artifacts retention deleted (past the last N runs of their task, not marked keep).",
+            registry=r,
+        )
+        self.artifacts_dropped = Counter(
+            "peach_artifacts_dropped",
+            "Artifact files deleted after a run because the run's artifacts were over the size limit.",
+            registry=r,
+        )
         self._live = _Live(clock)
         r.register(self._live)
 
@@ -227,6 +242,16 @@ class Metrics:
 
     def env_cache_hit(self) -> None:
         self.env_cache_hits.inc()
+
+    def artifacts_collected(self, kept_bytes: int, dropped_files: int) -> None:
+        """A finished run's artifacts were collected."""
+        self.artifact_bytes.inc(kept_bytes)
+        self.artifacts_dropped.inc(dropped_files)
+
+    def artifacts_retained(self, total_bytes: int, pruned_runs: int) -> None:
+        """A retention pass pruned ``pruned_runs``; ``total_bytes`` are kept."""
+        self.artifact_bytes.set(total_bytes)
+        self.artifacts_pruned.inc(pruned_runs)
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).

@@ -9,7 +9,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Float, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -105,6 +117,11 @@ class RunRow(Base):
     progress: Mapped[float | None] = mapped_column(Float)
     progress_message: Mapped[str | None] = mapped_column(Text)
     progress_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # artifacts (migration 0003): retention never prunes a run marked ``keep``
+    keep: Mapped[bool] = mapped_column(default=False, server_default=false())
+    artifacts_dir: Mapped[str | None] = mapped_column(Text)
+    artifacts_state: Mapped[str | None] = mapped_column(String(16))
+    artifacts_note: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index(None, "codops", "task", "started_at"),
@@ -120,6 +137,27 @@ class RunRow(Base):
             postgresql_where=text("status = 'RUNNING'"),
         ),
     )
+
+
+class ArtifactsState(StrEnum):
+    """Where a run's artifacts are: collected after the run, then kept until retention prunes them."""
+
+    PENDING = "pending"  # the run goes on; its directory is collected when it ends
+    KEPT = "kept"
+    PRUNED = "pruned"
+    UNAVAILABLE = "unavailable"  # e.g. YARN cluster mode: the driver's files stay on the cluster
+
+
+class ArtifactRow(Base):
+    """One file a run left in its artifacts directory (``dropped``: deleted for the size limit)."""
+
+    __tablename__ = "run_artifacts"
+
+    run_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    dropped: Mapped[bool] = mapped_column()
 
 
 class TaskRow(Base):

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.models import (
+    ArtifactRow,
     ManifestRow,
     ProblemRow,
     RunRow,
@@ -56,6 +57,10 @@ class Run:
     progress: float | None = None
     progress_message: str | None = None
     progress_at: datetime | None = None
+    keep: bool = False
+    artifacts_dir: str | None = None
+    artifacts_state: str | None = None
+    artifacts_note: str | None = None
 
     @property
     def short_version(self) -> str | None:
@@ -87,6 +92,10 @@ class Run:
             progress=row.progress,
             progress_message=row.progress_message,
             progress_at=row.progress_at,
+            keep=bool(row.keep),
+            artifacts_dir=row.artifacts_dir,
+            artifacts_state=row.artifacts_state,
+            artifacts_note=row.artifacts_note,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,7 +120,26 @@ class Run:
             "progress": self.progress,
             "progress_message": self.progress_message,
             "progress_at": iso(self.progress_at),
+            "keep": self.keep,
+            "artifacts": self.artifacts_state,
         }
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file of a run's artifacts: ``path`` relative to its directory; ``dropped`` over the limit."""
+
+    path: str
+    size: int
+    sha256: str | None
+    dropped: bool
+
+    @classmethod
+    def from_row(cls, row: ArtifactRow) -> "Artifact":
+        return cls(path=row.path, size=row.size, sha256=row.sha256, dropped=row.dropped)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "dropped": self.dropped}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from executors.base import Execution, Executor, Outcome, RunRequest, Status
 from executors.progress import Progress
 from scheduler import manifests
+from scheduler.artifacts import ArtifactPolicy, settle
 from scheduler.definitions import LoopLimits, Task
 from scheduler.errors import AlreadyRunning, PeachError
 from scheduler.metrics import Metrics
@@ -60,6 +61,7 @@ class Runtime:
     stopping: threading.Event = field(default_factory=threading.Event)
     killing: threading.Event = field(default_factory=threading.Event)
     kills: KillRequests = field(default_factory=KillRequests)
+    artifacts: ArtifactPolicy = field(default_factory=ArtifactPolicy)
     poll: float = 0.5  # how often a supervisor looks at kill requests while its run goes on
     progress_interval: float = 1.0  # at most one progress write per run in this many seconds
 
@@ -99,6 +101,12 @@ def execute(
     except Exception as exc:  # a bug of ours must not take the loop down, nor leave the run RUNNING
         log.exception("run %s of %s: supervision failed", run.id, task.key)
         outcome = Outcome(Status.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
+    try:  # keep the run's artifacts, compress its log
+        collected = settle(runtime.store, run.id, runtime.artifacts)
+        if collected is not None:
+            runtime.metrics.artifacts_collected(collected.kept_bytes, len(collected.dropped))
+    except Exception:
+        log.exception("run %s of %s: keeping its artifacts and log failed", run.id, task.key)
     finished = _persist(
         lambda: runtime.store.finish_run(
             run.id,
@@ -137,6 +145,8 @@ def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: 
         _record_manifest(runtime, run, task, version, None)
         return Outcome(Status.FAILED, f"not started: {exc}", error=str(exc))
     runtime.store.attach(run.id, log_path=str(execution.log_path))
+    directory = execution.artifacts_dir
+    runtime.store.set_artifacts_dir(run.id, str(directory) if directory else None, execution.artifacts_note)
     try:
         execution.start()
     except PeachError as exc:

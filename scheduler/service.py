@@ -25,8 +25,10 @@ from executors.spark import SparkExecutor
 from executors.yarn import ResourceManager
 from scheduler import dashboard
 from scheduler.api import create_app
+from scheduler.artifacts import ArtifactPolicy, settle
 from scheduler.config import Config
 from scheduler.errors import ResourceManagerError
+from scheduler.housekeeping import Housekeeping
 from scheduler.loops import Loop, MetadataBoard, MetadataLoop, OrganisationLoop, OrganisationSource
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
@@ -66,12 +68,17 @@ class Service:
             lifetime_grace=yarn.lifetime_grace,
             poll=yarn.poll,
             log_wait=yarn.log_wait,
+            artifacts_root=config.artifacts.root,
         )
         executors: dict[str, Executor] = {
-            "python": PythonExecutor(environments, config.workspace / "runs"),
+            "python": PythonExecutor(
+                environments, config.workspace / "runs", artifacts_root=config.artifacts.root
+            ),
             "spark": spark,
         }
-        self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits)
+        policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
+        self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits, artifacts=policy)
+        self.housekeeping = Housekeeping(self.store, self.metrics, policy, config.artifacts.prune_interval)
         board = MetadataBoard()
         self.organisations = {
             codops: OrganisationSource(codops, syncs, self.runtime, board)
@@ -125,6 +132,7 @@ class Service:
     def start(self) -> None:
         self.recover()
         self.start_http()
+        self.housekeeping.start()
         for loop in self.loops:
             loop.start()
         log.info("service started: %d organisation loops and the metadata loop", len(self.organisations))
@@ -136,6 +144,7 @@ class Service:
             organisation.sync()  # so that the metadata loop knows every organisation's metadata tasks
         with ThreadPoolExecutor(len(self.loops), thread_name_prefix="once") as pool:
             passes = list(pool.map(lambda loop: loop.run_pass(), self.loops))
+        self.housekeeping.run_pass()
         return [run for runs in passes for run in runs]
 
     def request_stop(self) -> None:
@@ -160,6 +169,7 @@ class Service:
                 loop.join()
 
     def close(self) -> None:
+        self.housekeeping.stop()
         if self._server is not None and self._http is not None:
             self._server.should_exit = True
             self._http.join(10)
@@ -210,6 +220,10 @@ class Service:
                 )
             else:
                 outcome = "the scheduler stopped while this run was going; its process was gone at restart"
+            try:  # what it wrote is kept as for any run; its log compressed
+                settle(self.store, run.id, self.runtime.artifacts)
+            except Exception:
+                log.exception("run %s: keeping its artifacts and log at restart failed", run.id)
             finished = self.store.finish_run(run.id, RunStatus.LOST, outcome)
             self.metrics.run_finished(finished)
             log.warning("run %s of %s/%s closed as LOST: %s", run.id, run.codops, run.task, outcome)

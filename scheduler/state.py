@@ -21,6 +21,8 @@ from scheduler.database import build_engine, default_url, migrate, writing
 from scheduler.errors import AlreadyRunning, ManifestNotFound, RunNotFound, StateError, TaskNotFound
 from scheduler.eta import HISTORY, expected_duration
 from scheduler.models import (
+    ArtifactRow,
+    ArtifactsState,
     ManifestRow,
     ProblemRow,
     RunRow,
@@ -30,7 +32,16 @@ from scheduler.models import (
     TaskState,
     TriggerRow,
 )
-from scheduler.records import LoopExpectation, Manifest, Organisation, Run, StoredProblem, TaskStatus, Trigger
+from scheduler.records import (
+    Artifact,
+    LoopExpectation,
+    Manifest,
+    Organisation,
+    Run,
+    StoredProblem,
+    TaskStatus,
+    Trigger,
+)
 from scheduler.taskspec import Executor
 
 if TYPE_CHECKING:
@@ -535,11 +546,93 @@ class Store:
         return Trigger.from_row(waiting)
 
     def prune_runs(self, older_than: timedelta) -> int:
-        """Delete finished runs that started more than ``older_than`` ago (and their manifests)."""
+        """Delete finished runs that started more than ``older_than`` ago (and their manifests and artifact
+        records)."""
         cutoff = self._now() - older_than
+        old = select(RunRow.id).where(RunRow.started_at < cutoff, RunRow.status != RunStatus.RUNNING.value)
         with self._session(write=True) as session:
+            session.execute(delete(ArtifactRow).where(ArtifactRow.run_id.in_(old)))
             result = session.execute(
                 delete(RunRow).where(RunRow.started_at < cutoff, RunRow.status != RunStatus.RUNNING.value)
             )
             session.execute(delete(ManifestRow).where(ManifestRow.run_id.not_in(select(RunRow.id))))
             return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- artifacts ------------------------------------------------------------------------------------
+
+    def set_artifacts_dir(self, run_id: str, directory: str | None, note: str | None = None) -> Run:
+        """Where the run's artifacts go (state ``pending``), or None with why there are none."""
+        with self._session(write=True) as session:
+            row = self._run_row(session, run_id)
+            row.artifacts_dir = directory
+            row.artifacts_state = (ArtifactsState.PENDING if directory else ArtifactsState.UNAVAILABLE).value
+            row.artifacts_note = note
+        return Run.from_row(row)
+
+    def record_artifacts(self, run_id: str, files: Iterable[Artifact], note: str | None = None) -> Run:
+        """The files collected after the run (kept and dropped ones) replace any recorded before."""
+        with self._session(write=True) as session:
+            row = self._run_row(session, run_id)
+            session.execute(delete(ArtifactRow).where(ArtifactRow.run_id == run_id))
+            session.add_all(
+                ArtifactRow(run_id=run_id, path=f.path, size=f.size, sha256=f.sha256, dropped=f.dropped)
+                for f in files
+            )
+            row.artifacts_state, row.artifacts_note = ArtifactsState.KEPT.value, note
+        return Run.from_row(row)
+
+    def artifacts(self, run_id: str) -> list[Artifact]:
+        """A run's recorded files (``RunNotFound`` for an unknown run), by path."""
+        query = select(ArtifactRow).where(ArtifactRow.run_id == run_id).order_by(ArtifactRow.path)
+        with self._session() as session:
+            self._run_row(session, run_id)
+            return [Artifact.from_row(row) for row in session.scalars(query)]
+
+    def set_keep(self, run_id: str, keep: bool) -> Run:
+        """Mark (or unmark) a run whose artifacts retention must keep."""
+        with self._session(write=True) as session:
+            row = self._run_row(session, run_id)
+            row.keep = keep
+        log.info("run %s of %s/%s: keep %s", run_id, row.codops, row.task, keep)
+        return Run.from_row(row)
+
+    def prunable_artifacts(self, keep_runs: int, limit: int = 500) -> list[Run]:
+        """Finished runs whose artifacts are still on disk but which are not among the last ``keep_runs``
+        runs of their task, nor marked keep: oldest first, at most ``limit``."""
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=(RunRow.codops, RunRow.task),
+                order_by=(RunRow.started_at.desc(), RunRow.id.desc()),
+            )
+            .label("rank")
+        )
+        ranked = select(RunRow.id, rank).subquery()
+        query = (
+            select(RunRow)
+            .join(ranked, ranked.c.id == RunRow.id)
+            .where(ranked.c.rank > keep_runs, RunRow.artifacts_dir.is_not(None))
+            .where(RunRow.keep.is_(False), RunRow.status != RunStatus.RUNNING.value)
+            .order_by(RunRow.started_at, RunRow.id)
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [Run.from_row(row) for row in session.scalars(query)]
+
+    def mark_artifacts_pruned(self, run_id: str, note: str) -> int:
+        """Forget a run's files once its directory is gone; returns the bytes they took."""
+        with self._session(write=True) as session:
+            row = self._run_row(session, run_id)
+            kept = ArtifactRow.run_id == run_id, ArtifactRow.dropped.is_(False)
+            freed = session.scalar(select(func.coalesce(func.sum(ArtifactRow.size), 0)).where(*kept))
+            session.execute(delete(ArtifactRow).where(ArtifactRow.run_id == run_id))
+            row.artifacts_dir, row.artifacts_state = None, ArtifactsState.PRUNED.value
+            row.artifacts_note = note
+        return int(freed or 0)
+
+    def artifact_totals(self) -> tuple[int, int]:
+        """(files, bytes) of every kept artifact: the metrics' gauges."""
+        query = select(func.count(), func.coalesce(func.sum(ArtifactRow.size), 0))
+        with self._session() as session:
+            files, size = session.execute(query.where(ArtifactRow.dropped.is_(False))).one()
+        return int(files), int(size)

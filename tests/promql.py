@@ -40,6 +40,9 @@ EXPORTED: Mapping[str, frozenset[str]] = {
     "peach_validation_errors": frozenset({"codops"}),
     "peach_environment_builds_total": frozenset({"result"}),
     "peach_environment_cache_hits_total": frozenset(),
+    "peach_artifacts_bytes": frozenset(),
+    "peach_artifacts_pruned_total": frozenset(),
+    "peach_artifacts_dropped_total": frozenset(),
 }
 
 # Label values our queries match literally, and the values the scheduler writes.

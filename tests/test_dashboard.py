@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from scheduler import runlogs
 from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.records import Run, iso
@@ -194,7 +195,7 @@ def test_log_of_one_run_and_of_all_runs(service: Service, page: Page) -> None:
     page.locator(f'#runs tr[data-run="{failed.id}"] button.show-log').click()
     log = page.locator("#log")
     expect(log).to_contain_text("RuntimeError: odd attempt")
-    assert log.text_content() == Path(failed.log_path or "").read_text()
+    assert log.text_content() == runlogs.read(Path(failed.log_path or ""))[0].decode()
 
     page.locator("#all-logs").click()
     expect(page.locator("#log-title")).to_have_text(f"Logs of {len(runs)} runs, oldest first")

@@ -284,6 +284,9 @@ def test_environment_is_sanitized(
     assert env["PEACH_RUN_ID"] == execution.run_id and env["PEACH_TASK"] == "job"
     assert env["PEACH_VERSION"] == "abc1234" and env["LC_ALL"] == "C.UTF-8"
     assert env["HOME"] == seen["cwd"] == workdir and env["TMPDIR"] == workdir + "/tmp"
+    assert (
+        env["PEACH_ARTIFACTS_DIR"] == str(execution.artifacts_dir) == workdir.replace("/work", "/artifacts")
+    )
     allowed = {"PATH", "LC_ALL", "LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "VIRTUAL_ENV"}
     allowed |= {
         "HOME",
@@ -293,6 +296,7 @@ def test_environment_is_sanitized(
         "PEACH_CODOPS",
         "PEACH_TASK",
         "PEACH_VERSION",
+        "PEACH_ARTIFACTS_DIR",
     }
     assert set(env) - allowed <= {"LC_CTYPE"}, set(env) - allowed  # LC_CTYPE: CPython's locale coercion
 

@@ -105,3 +105,12 @@ def test_shell_escapes_are_never_executed(tmp_path: Path) -> None:
     proc = run_task(tmp_path, task_yaml("train"), {"nb/t.ipynb": notebook(cell)})
     assert (proc.returncode, proc.stdout) == (0, "ran\n")
     assert not marker.exists()
+
+
+def test_without_an_artifacts_directory_the_parameter_is_a_scratch_directory_and_it_says_so(
+    tmp_path: Path,
+) -> None:
+    code = "def main(artifacts):\n    (artifacts / 'x.txt').write_text('x')\n    print(artifacts.is_dir())\n"
+    proc = run_task(tmp_path, task_yaml("main", "t.py"), {"t.py": code})  # as in YARN cluster mode
+    assert (proc.returncode, proc.stdout) == (0, "True\n")
+    assert "artifacts are not kept for this run (YARN cluster mode)" in proc.stderr

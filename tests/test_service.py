@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from scheduler import runlogs
 from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.service import Service
@@ -59,7 +60,7 @@ def test_once_runs_every_loop_and_keeps_history(tmp_path: Path) -> None:
         failed = by_key[("alpha", "broken")]
         assert failed.outcome == "exit code 1"
         assert failed.error == "RuntimeError: boom"
-        assert "RuntimeError: boom" in Path(failed.log_path or "").read_text()
+        assert b"RuntimeError: boom" in runlogs.read(Path(failed.log_path or ""))[0]
         assert by_key[("beta", "meta")].loop == "metadata"
         head = commit(a, {"README": "x"}, "another commit")
         assert by_key[("alpha", "ok")].version != head  # the version is the commit the run used

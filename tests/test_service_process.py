@@ -69,6 +69,7 @@ def test_restart_after_kill_9_leaves_no_run_running_and_no_orphan(tmp_path: Path
     lost = wait_for(lambda: store.get_run(run.id).status.final and store.get_run(run.id), 60, "recovery")
     assert lost.status is RunStatus.LOST
     assert "the scheduler restarted while this run was going" in (lost.outcome or "")
+    assert lost.artifacts_state == "kept" and (lost.log_path or "").endswith("output.log.gz")  # settled too
     assert find_run_processes(run.id) == set()
     second.send_signal(signal.SIGTERM)
     wait_for(lambda: "no new runs" in (tmp_path / "service.log").read_text(), 30, "the SIGTERM to be handled")

@@ -28,10 +28,20 @@ from tests.spark_fixtures import TEST_CONF, make_spark_task
 
 SMALL = Organisation(queue="default", resources=Resources(executor_memory="512m", driver_memory="512m"))
 WORDS = """\
-def main(spark, text="to be or not to be"):
+def main(spark, artifacts, text="to be or not to be"):
     rdd = spark.sparkContext.parallelize(text.split(), 2)
     print("COUNTS", sorted(rdd.countByValue().items()))
+    (artifacts / "counts.txt").write_text(str(sorted(rdd.countByValue().items())))
 """
+COUNTS = "[('be', 2), ('not', 1), ('or', 1), ('to', 2)]"
+
+
+def counts_artifact(execution: ProcessExecution) -> str:
+    """What the driver wrote to the run's artifacts directory (the driver runs on this host)."""
+    assert execution.artifacts_dir is not None and execution.env["PEACH_ARTIFACTS_DIR"] == str(
+        execution.artifacts_dir
+    )
+    return (execution.artifacts_dir / "counts.txt").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +113,7 @@ def test_local_notebook_task_gets_a_spark_session_and_succeeds(
     assert outcome.status is Status.SUCCEEDED, text[-3000:]
     assert "COUNTS [('be', 2), ('not', 1), ('or', 1), ('to', 2)]" in text
     assert "exploration cell" not in text
+    assert counts_artifact(execution) == COUNTS
 
 
 def test_local_task_failure_in_a_python_worker_fails_the_run(
@@ -202,6 +213,7 @@ def test_standalone_master_runs_the_task_in_client_mode(
     text = execution.read_log().decode()
     assert outcome.status is Status.SUCCEEDED, text[-3000:]
     assert "COUNTS [('be', 2), ('not', 1), ('or', 1), ('to', 2)]" in text
+    assert counts_artifact(execution) == COUNTS
     with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5) as response:
         completed = json.load(response)["completedapps"]
     assert [app["name"] for app in completed] == ["peach-default-job"]  # it really ran on the master

@@ -139,6 +139,10 @@ def test_command_line_carries_queue_resources_tags_archive_and_conf(
         str(runner),
     ]
     assert all(len(tag) <= 100 and tag == tag.lower() for tag in run_tags(req))
+    # The driver runs on the cluster: no artifacts directory, and the run says why.
+    assert execution.artifacts_dir is None and "PEACH_ARTIFACTS_DIR" not in execution.env
+    assert "YARN cluster mode" in (execution.artifacts_note or "")
+    assert not (spark.runs_root / req.run_id / "artifacts").exists()
     with pytest.raises(ExecutionError, match=r"spark.executor.memory.*spark.allowed_overrides"):
         spark.prepare(request(tmp_path / "other", spark={"spark.executor.memory": "64g"}))
 

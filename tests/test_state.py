@@ -128,6 +128,8 @@ def test_run_lifecycle(store: Store, clock: Clock) -> None:
         "progress": None,
         "progress_message": None,
         "progress_at": None,
+        "keep": False,
+        "artifacts": None,
     }
     assert store.get_run(run_id) == done
     task = store.task_states("chrts")[0]

@@ -216,6 +216,7 @@ function selectTask(key) {
   state.picked = [];
   $("diff-section").hidden = true;
   stopTail();
+  $("artifacts").hidden = true;
   $("log").textContent = "";
   $("log-title").textContent = "Log";
   writeURL();
@@ -424,8 +425,34 @@ function stopTail() {
   state.tail = null;
 }
 
+// A run's artifacts: download links (served as attachments, never opened in this page's origin).
+function bytes(count) {
+  if (count >= 1 << 30) return `${(count / (1 << 30)).toFixed(1)} GiB`;
+  if (count >= 1 << 20) return `${(count / (1 << 20)).toFixed(1)} MiB`;
+  if (count >= 1024) return `${(count / 1024).toFixed(1)} KiB`;
+  return `${count} B`;
+}
+
+async function showArtifacts(run) {
+  const box = $("artifacts");
+  box.hidden = true;
+  const listing = await getJSON(`${API}/runs/${encodeURIComponent(run.id)}/artifacts`);
+  if (!listing.state) return;
+  const links = listing.artifacts.map((artifact) => {
+    const path = artifact.path.split("/").map(encodeURIComponent).join("/");
+    const name = artifact.path.split("/").at(-1);
+    const link = el("a", { href: `${API}/runs/${encodeURIComponent(run.id)}/artifacts/${path}`, download: name, "data-artifact": artifact.path, title: `sha256 ${artifact.sha256}` }, artifact.path);
+    return el("li", {}, link, el("span", { className: "muted" }, ` ${bytes(artifact.size)}`));
+  });
+  $("artifact-list").replaceChildren(...links);
+  $("artifacts-title").textContent = `Artifacts of run ${run.id}${listing.keep ? " (kept)" : ""}`;
+  $("artifacts-note").textContent = listing.state === "pending" ? "collected when the run ends" : listing.note || "";
+  box.hidden = false;
+}
+
 async function showLog(run) {
   stopTail();
+  showArtifacts(run).catch((error) => say(error.message, true));
   const pre = $("log");
   $("log-title").textContent = `Log of run ${run.id} (${run.status})`;
   const response = await fetch(`${API}/runs/${encodeURIComponent(run.id)}/log`);
