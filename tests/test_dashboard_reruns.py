@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from scheduler import runlogs
 from scheduler.config import load_config
 from scheduler.models import RunTrigger
 from scheduler.records import Run
@@ -101,7 +102,7 @@ def test_rerun_needs_the_token_and_runs_the_old_commit(history: tuple[Service, R
     expect(page.locator("#status")).to_contain_text(f"rerun of run {run_a.id}: accepted")
     rerun = next(run for run in service.once() if run.trigger is RunTrigger.RERUN)
     assert (rerun.rerun_of, rerun.version) == (run_a.id, run_a.version)
-    assert "code A <b>bold</b>" in Path(rerun.log_path or "").read_text()
+    assert "code A <b>bold</b>" in runlogs.read(Path(rerun.log_path) if rerun.log_path else None)[0].decode()
 
     row = page.locator(f'#runs tr[data-run="{rerun.id}"]')
     expect(row).to_contain_text(f"(rerun of {run_a.id})", timeout=15_000)  # the next refresh shows it

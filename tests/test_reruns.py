@@ -18,6 +18,7 @@ import pytest
 from executors.base import RunRequest
 from executors.environments import EnvironmentStore
 from executors.spark import submit_command
+from scheduler import runlogs
 from scheduler.config import Organisation, Resources, SparkSettings, load_config
 from scheduler.database import default_url
 from scheduler.definitions import load_definitions
@@ -95,7 +96,7 @@ def http(service: Service, method: str, path: str, token: str | None = None) -> 
 
 
 def log_of(run: Run) -> str:
-    return Path(run.log_path or "").read_text()
+    return runlogs.read(Path(run.log_path) if run.log_path else None)[0].decode()
 
 
 def only(runs: list[Run], trigger: RunTrigger, task: str = "job") -> Run:
