@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import dashboard
-from scheduler.errors import ManifestNotFound, PeachError
+from scheduler.errors import PeachError
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus
 from scheduler.reruns import check_request
@@ -134,11 +134,7 @@ def create_app(
     def run(run_id: str) -> dict[str, Any]:
         """One run; ``manifest`` links to what it ran (null for runs recorded before manifests)."""
         found = store.get_run(run_id).as_dict()
-        try:
-            store.get_manifest(run_id)
-            found["manifest"] = f"{API}/runs/{run_id}/manifest"
-        except ManifestNotFound:
-            found["manifest"] = None
+        found["manifest"] = f"{API}/runs/{run_id}/manifest" if store.has_manifest(run_id) else None
         return found
 
     @app.get(f"{API}/runs/{{run_id}}/manifest", tags=["read"])
