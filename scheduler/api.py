@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from scheduler import dashboard, runlogs
 from scheduler.artifacts import ArtifactNotFound, open_artifact, safe_relative
-from scheduler.errors import ManifestNotFound, PeachError
+from scheduler.errors import PeachError
 from scheduler.eta import task_estimates, with_estimates
 from scheduler.metrics import Metrics
 from scheduler.models import ArtifactsState, RunStatus
@@ -161,11 +161,7 @@ def create_app(
         """One run; ``manifest`` links to what it ran (null for runs recorded before manifests); while it
         runs, with its latest progress and its ETA (``scheduler.eta``)."""
         found = _with_eta(store, [store.get_run(run_id)])[0]
-        try:
-            store.get_manifest(run_id)
-            found["manifest"] = f"{API}/runs/{run_id}/manifest"
-        except ManifestNotFound:
-            found["manifest"] = None
+        found["manifest"] = f"{API}/runs/{run_id}/manifest" if store.has_manifest(run_id) else None
         return found
 
     @app.get(f"{API}/runs/{{run_id}}/manifest", tags=["read"])

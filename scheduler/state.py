@@ -520,6 +520,12 @@ class Store:
                 )
             return Manifest.from_row(row)
 
+    def has_manifest(self, run_id: str) -> bool:
+        """Whether a run has a manifest (its key only: cheap enough for every poll of a run)."""
+        with self._session() as session:
+            found = session.scalar(select(ManifestRow.run_id).where(ManifestRow.run_id == run_id))
+            return found is not None
+
     def request_rerun(self, run_id: str, *, requested_by: str | None = None) -> Trigger:
         """Ask the loop of ``run_id`` to run its task again at the run's commit, with its dependency set
         and arguments; a request for the same run still waiting is returned as is."""

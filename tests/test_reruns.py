@@ -308,8 +308,9 @@ def test_store_keeps_manifests_and_rerun_requests(state_url: str, tmp_path: Path
             definition_file="peach.conf/a.yaml",
             definition="codops: alpha\n",
         )
+        assert not store.has_manifest(run.id)
         store.save_manifest(manifest)
-        assert store.get_manifest(run.id) == manifest
+        assert store.get_manifest(run.id) == manifest and store.has_manifest(run.id)
         with pytest.raises(RunNotFound):
             store.save_manifest(replace(manifest, run_id="r-nope"))
 
