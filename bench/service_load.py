@@ -20,6 +20,7 @@ Run: .venv/bin/python bench/service_load.py [--orgs 1000] [--tasks 10] [--second
 """
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -249,6 +250,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=15)
     parser.add_argument("--bare-seconds", type=float, default=15)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the timeouts are on purpose: keep their warnings out
     if args.failing + args.timing_out >= args.tasks:
         parser.error("--failing + --timing-out must leave at least one fast task")
     with tempfile.TemporaryDirectory() as tmp:
@@ -298,7 +300,8 @@ def main() -> None:
         stopped = time.monotonic() - stop
         unhook()
         after = (count(PROC_SELF / "fd"), count(PROC_SELF / "task"), children()[0])
-        env_python = str(next((root / "ws" / "environments" / "envs").glob("*/bin/python")))
+        envs = sorted((root / "ws" / "environments" / "envs").glob("*/bin/python"))
+        env_python = str(envs[0]) if envs else sys.executable
         bare_rate = (bare_before + bare(runners, env_python, bare_seconds)) / 2
 
     print_table(samples, args.window)
@@ -320,6 +323,8 @@ def main() -> None:
         f"threads {before[1]} / {after[1]}, children {before[2]} / {after[2]}"
     )
     verdict(samples)
+    back = after[1] == before[1] and after[2] == 0
+    print(f"threads back to their count before start and no child left after stop: {'yes' if back else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ The random moments come from a seed printed with the figures (``PEACH_CRASH_SEED
 """
 
 import fcntl
+import itertools
 import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +38,7 @@ from executors.process import find_run_processes
 from scheduler.config import load_config
 from scheduler.models import RunStatus, TaskState
 from scheduler.records import Run
+from scheduler.service import Service
 from scheduler.state import Store
 from tests.backends import create_database, drop_database, wait_for
 from tests.orgs import org_repo, write_config
@@ -153,7 +154,7 @@ def crash_and_restart(tmp_path: Path, state_url: str | None, kills: int, service
         if rng.random() < 0.3:  # during start-up: migrations, recovery, the first syncs
             moment = rng.uniform(0.0, 2.0)
         else:  # once this incarnation has started a run, at a random point of the runs going on
-            wait_for(lambda: {r.id for r in all_runs(store)} - before, 60, f"a run after restart {kill}")
+            wait_for(lambda b=before: {r.id for r in all_runs(store)} - b, 60, f"a run after restart {kill}")
             moment = rng.uniform(0.0, 3.0)
         try:  # the random moment is the input of the test, not a synchronisation: the service must live
             code = service.wait(moment)
@@ -180,7 +181,9 @@ def crash_and_restart(tmp_path: Path, state_url: str | None, kills: int, service
     runs = all_runs(store)
     print(
         f"kills survived: {kills} ({with_runs} with runs going); {len(runs)} runs, by status: "
-        + ", ".join(f"{s}: {sum(r.status is s for r in runs)}" for s in RunStatus if s is not RunStatus.RUNNING)
+        + ", ".join(
+            f"{s}: {sum(r.status is s for r in runs)}" for s in RunStatus if s is not RunStatus.RUNNING
+        )
     )
     assert with_runs > 0, "no kill hit a running run: the test proved nothing about recovery"
     check_no_run_left(store, runs)
@@ -208,7 +211,8 @@ def stamped(stamps: Path) -> dict[str, list[tuple[str, str, float]]]:
     events = {}
     for path in stamps.glob("*.stamps"):
         events[path.stem] = [
-            (event, run, float(at)) for event, run, at in (line.split() for line in path.read_text().splitlines())
+            (event, run, float(at))
+            for event, run, at in (line.split() for line in path.read_text().splitlines())
         ]
     return events
 
@@ -222,7 +226,7 @@ def check_no_overlap(runs: list[Run], stamps: Path) -> None:
         by_task[f"{run.codops}.{run.task}"].append(run)
     for key, task_runs in by_task.items():
         task_runs.sort(key=lambda r: r.started_at)
-        for earlier, later in zip(task_runs, task_runs[1:], strict=False):
+        for earlier, later in itertools.pairwise(task_runs):
             assert earlier.finished_at is not None and earlier.finished_at <= later.started_at, (
                 f"{key}: run {later.id} started at {later.started_at} while {earlier.id} went on "
                 f"until {earlier.finished_at}"
@@ -264,3 +268,30 @@ def test_sigkill_at_random_moments_on_postgresql(
         crash_and_restart(tmp_path, url, max(2, KILLS // 2), services)
     finally:
         drop_database(postgres_admin_url, "crash_restart")
+
+
+def test_recovery_ends_a_lost_runs_log_with_why_and_gives_one_to_a_run_without(tmp_path: Path) -> None:
+    """What the fuzz found: a LOST run's log stopped mid-output, or did not exist when the service died
+    between recording the run and preparing it."""
+    repo = org_repo(tmp_path, "alpha", {"quick": (STAMPED, {"args": {"stamps": str(tmp_path)}})})
+    service = Service(load_config(write_config(tmp_path, {"alpha": repo})), environ={})
+    store = service.store
+    unprepared = store.start_run("alpha", "quick", loop="alpha", executor="python", version=None)
+    halfway_log = tmp_path / "halfway.log"
+    halfway_log.write_text("2026-01-01T00:00:00.000Z half a line")
+    halfway = store.start_run(
+        "beta", "quick", loop="beta", executor="python", version=None, log_path=str(halfway_log)
+    )
+
+    assert {run.id for run in service.recover()} == {unprepared.id, halfway.id}
+
+    given = store.get_run(unprepared.id)
+    assert given.status is RunStatus.LOST and given.log_path is not None
+    assert Path(given.log_path) == tmp_path / "workspace" / "runs" / unprepared.id / "output.log"
+    assert "[peach] run closed as LOST at restart: the scheduler stopped" in Path(given.log_path).read_text()
+    lines = halfway_log.read_text().splitlines()
+    assert lines[0] == "2026-01-01T00:00:00.000Z half a line"
+    assert lines[1].endswith(
+        "[peach] run closed as LOST at restart: " + (store.get_run(halfway.id).outcome or "")
+    )
+    service.close()
