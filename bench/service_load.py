@@ -49,12 +49,13 @@ PROC_SELF = Path("/proc/self")
 
 
 def make_repos(root: Path, orgs: int, tasks: int, failing: int, timing_out: int) -> dict[str, Path]:
-    """Each organisation: ``tasks`` tasks, the last ``timing_out`` hang, the ``failing`` before fail."""
+    """Each organisation: ``tasks`` tasks, ``failing`` of them fail, ``timing_out`` hang (in turn per org)."""
     import subprocess
 
-    kinds = ["fast"] * (tasks - failing - timing_out) + ["failing"] * failing + ["hanging"] * timing_out
+    mix = ["fast"] * (tasks - failing - timing_out) + ["failing"] * failing + ["hanging"] * timing_out
 
     def one(i: int) -> tuple[str, Path]:
+        kinds = mix[i % tasks :] + mix[: i % tasks]  # rotated: every window sees the whole mix
         codops = f"org{i:04d}"
         repo = root / codops
         (repo / "code").mkdir(parents=True)
@@ -114,6 +115,7 @@ class Sample:
     zombies: int
     finished: Counter[str]
     latencies: list[float]
+    seen: int  # distinct tasks that have run at least once so far
 
     @property
     def runs(self) -> int:
@@ -128,6 +130,7 @@ class Recorder:
     finished: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     picked: dict[int, float] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set)
 
     def take(self) -> tuple[Counter[str], list[float]]:
         with self.lock:
@@ -149,6 +152,7 @@ def hook(recorder: Recorder) -> None:
         if run is not None:
             with recorder.lock:
                 recorder.finished[run.status.value] += 1
+                recorder.seen.add((run.codops, run.task))
         return run
 
     def timed_start(self):  # type: ignore[no-untyped-def]
@@ -182,6 +186,7 @@ def sample(recorder: Recorder, started: float) -> Sample:
         zombies,
         finished,
         latencies,
+        len(recorder.seen),
     )
 
 
@@ -204,21 +209,32 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float:
 def print_table(samples: list[Sample], window: float) -> None:
     print(
         f"{'t (s)':>6} {'RSS MiB':>8} {'fds':>5} {'threads':>7} {'children':>8} {'zombies':>7} "
-        f"{'runs/s':>7} {'ok':>6} {'failed':>6} {'timeout':>7} {'other':>5} {'p50 ms':>7} {'p99 ms':>7}"
+        f"{'runs/s':>7} {'ok':>6} {'failed':>6} {'timeout':>7} {'other':>5} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'tasks run':>9}"
     )
     for s in samples:
         ok, failed, timed = s.finished["SUCCEEDED"], s.finished["FAILED"], s.finished["TIMED_OUT"]
         print(
             f"{s.at:6.0f} {s.rss:8.1f} {s.fds:5d} {s.threads:7d} {s.children:8d} {s.zombies:7d} "
             f"{s.runs / window:7.1f} {ok:6d} {failed:6d} {timed:7d} {s.runs - ok - failed - timed:5d} "
-            f"{1000 * quantile(s.latencies, 50):7.0f} {1000 * quantile(s.latencies, 99):7.0f}"
+            f"{1000 * quantile(s.latencies, 50):7.0f} {1000 * quantile(s.latencies, 99):7.0f} {s.seen:9d}"
         )
 
 
-def verdict(samples: list[Sample]) -> None:
-    """Slopes over the last half (the first half warms up: environments, caches, the database)."""
-    half = samples[len(samples) // 2 :]
-    first = [x for s in samples[: len(samples) // 2] for x in s.latencies]
+def verdict(samples: list[Sample], tasks: int) -> None:
+    """Slopes over the last half, or from the steady state if it comes later (before: environments,
+    caches, the database warm up, and each task's first run adds its metric series)."""
+    steady = next((i for i, s in enumerate(samples) if s.seen >= tasks), None)
+    if steady is None:
+        print(
+            f"warm-up only: {samples[-1].seen if samples else 0} of {tasks} tasks have run at least once; "
+            "RSS still includes first-run growth (a longer run, or fewer organisations, reaches steady state)"
+        )
+    else:
+        print(f"steady state (every task has run once) from t = {samples[steady].at:.0f} s")
+    cut = max(len(samples) // 2, steady or 0)
+    half = samples[cut:]
+    first = [x for s in samples[:cut] for x in s.latencies]
     last = [x for s in half for x in s.latencies]
     rss = slope_per_minute([(s.at, s.rss) for s in half])
     fds = slope_per_minute([(s.at, s.fds) for s in half])
@@ -226,7 +242,7 @@ def verdict(samples: list[Sample]) -> None:
     mean_rss = statistics.fmean(s.rss for s in half) if half else 0.0
     rss_flat = abs(rss) * 60 < 0.10 * mean_rss  # less than 10% of the RSS per hour at that slope
     print(
-        f"last half slopes: RSS {rss:+.2f} MiB/min ({'flat' if rss_flat else 'GROWING'}: "
+        f"last half slopes ({len(half)} windows): RSS {rss:+.2f} MiB/min ({'flat' if rss_flat else 'GROWING'}: "
         f"{abs(rss) * 60 / mean_rss * 100 if mean_rss else 0:.1f}% of {mean_rss:.0f} MiB per hour), "
         f"fds {fds:+.2f}/min, threads {threads:+.2f}/min"
     )
@@ -234,7 +250,7 @@ def verdict(samples: list[Sample]) -> None:
         p99_first, p99_last = quantile(first, 99), quantile(last, 99)
         ratio = p99_last / p99_first if p99_first else float("nan")
         print(
-            f"dispatch p99: first half {1000 * p99_first:.0f} ms, last half {1000 * p99_last:.0f} ms "
+            f"dispatch p99: before {1000 * p99_first:.0f} ms, last half {1000 * p99_last:.0f} ms "
             f"(ratio {ratio:.2f}; {'stable' if ratio < 1.5 else 'DRIFTING'})"
         )
 
@@ -288,6 +304,7 @@ def main() -> None:
         service = Service(load_config(config_path))
         started = time.monotonic()
         service.start()
+        start_seconds = time.monotonic() - started
         samples: list[Sample] = []
         end = started + args.seconds
         while time.monotonic() < end - 0.01:
@@ -322,7 +339,8 @@ def main() -> None:
         f"stopped in {stopped:.1f} s; before start / after stop: fds {before[0]} / {after[0]}, "
         f"threads {before[1]} / {after[1]}, children {before[2]} / {after[2]}"
     )
-    verdict(samples)
+    print(f"service.start() took {start_seconds:.1f} s ({args.orgs + 1} loop threads started)")
+    verdict(samples, args.orgs * args.tasks)
     back = after[1] == before[1] and after[2] == 0
     print(f"threads back to their count before start and no child left after stop: {'yes' if back else 'NO'}")
 
