@@ -242,7 +242,8 @@ def verdict(samples: list[Sample], tasks: int) -> None:
     mean_rss = statistics.fmean(s.rss for s in half) if half else 0.0
     rss_flat = abs(rss) * 60 < 0.10 * mean_rss  # less than 10% of the RSS per hour at that slope
     print(
-        f"last half slopes ({len(half)} windows): RSS {rss:+.2f} MiB/min ({'flat' if rss_flat else 'GROWING'}: "
+        f"last half slopes ({len(half)} windows): RSS {rss:+.2f} MiB/min "
+        f"({'flat' if rss_flat else 'GROWING'}: "
         f"{abs(rss) * 60 / mean_rss * 100 if mean_rss else 0:.1f}% of {mean_rss:.0f} MiB per hour), "
         f"fds {fds:+.2f}/min, threads {threads:+.2f}/min"
     )
