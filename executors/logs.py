@@ -58,6 +58,19 @@ def note_line(text: str, wall: float) -> bytes:
     return _stamp(wall) + b"[peach] " + text.encode("utf-8", "replace") + b"\n"
 
 
+def append_note(path: Path, text: str, wall: Callable[[], float] = time.time) -> None:
+    """Append one ``[peach]`` line to a log no process is writing any more (creating it if need be):
+    how a run ended when its supervisor was gone, e.g. closed as LOST at a restart."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = note_line(text, wall())
+    with path.open("ab+") as file:
+        if file.seek(0, os.SEEK_END) > 0:
+            file.seek(-1, os.SEEK_END)
+            if file.read(1) != b"\n":
+                line = b"\n" + line
+        file.write(line)
+
+
 class CappedLog:
     """The log file of one run. Only one thread writes; any thread or process may read the file."""
 

@@ -6,6 +6,7 @@ Nothing here executes task code or magics: cells are parsed with ``ast`` only.
 import ast
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ INSTALL_MAGICS = frozenset({"pip", "conda", "mamba"})
 _LINE_MAGIC = re.compile(r"^(?P<indent>\s*)(?P<sigil>%%?|!!?)(?P<name>[\w.-]*)(?P<rest>.*)$")
 _ASSIGN_MAGIC = re.compile(r"^\s*[\w.,\s\[\]()]+?\s*=\s*[%!]")
 _HELP = re.compile(r"^\s*(\?\??[\w.]+|[\w.]+\?\??)\s*$")
+
+# CPython 3.11 keeps the AST constructor's recursion depth in state shared by every thread: a thread
+# that parses while another is in the middle of its conversion (resumed there by the GIL, e.g. during
+# a garbage collection) makes that one fail with "SystemError: AST constructor recursion depth
+# mismatch". Hundreds of loops load definitions at once (bench/service_load.py hit it), so every parse
+# takes its turn.
+_PARSING = threading.Lock()
+
+
+def parse(source: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse``, one thread at a time."""
+    with _PARSING:
+        return ast.parse(source, filename=filename)
 
 
 @dataclass(frozen=True)
@@ -112,7 +126,7 @@ class Source:
 
     def _try_parse(self, cell: _Cell) -> ExtractionError | None:
         try:
-            cell.tree = ast.parse(cell.code or "", filename=self.chunk_name(cell.number))
+            cell.tree = parse(cell.code or "", filename=self.chunk_name(cell.number))
         except SyntaxError as exc:
             return ExtractionError(f"syntax error: {exc.msg}", self.path, cell.number, exc.lineno)
         except (RecursionError, MemoryError, ValueError) as exc:
@@ -256,7 +270,7 @@ def _blank(line: str) -> str:
 def _is_python(text: str) -> bool:
     """True when ``text`` parses as Python (``x = a % b`` is not a magic)."""
     try:
-        ast.parse(text.strip() if "\n" not in text.strip() else text)
+        parse(text.strip() if "\n" not in text.strip() else text)
         return True
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False

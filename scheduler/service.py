@@ -19,6 +19,7 @@ import uvicorn
 
 from executors.base import Executor
 from executors.environments import EnvironmentStore
+from executors.logs import append_note
 from executors.process import PROC, find_run_processes, stop_run
 from executors.python import PythonExecutor
 from executors.spark import SparkExecutor
@@ -220,6 +221,7 @@ class Service:
                 )
             else:
                 outcome = "the scheduler stopped while this run was going; its process was gone at restart"
+            self._note_lost(run, outcome)
             try:  # what it wrote is kept as for any run; its log compressed
                 settle(self.store, run.id, self.runtime.artifacts)
             except Exception:
@@ -230,6 +232,17 @@ class Service:
             closed.append(finished)
         self._recovered = True
         return closed
+
+    def _note_lost(self, run: Run, outcome: str) -> None:
+        """End the run's log with why it was closed, so that it does not just stop mid-output. A run the
+        previous process recorded but had not yet given a log (it died in between) gets one."""
+        path = Path(run.log_path) if run.log_path else self.config.workspace / "runs" / run.id / "output.log"
+        try:
+            append_note(path, f"run closed as LOST at restart: {outcome}")
+            if run.log_path is None:
+                self.store.attach(run.id, log_path=str(path))
+        except OSError as exc:
+            log.warning("run %s: cannot note in its log %s why it was closed: %s", run.id, path, exc)
 
     def _recover_yarn(self) -> set[str]:
         """YARN applications tagged ``peach`` still ACCEPTED/RUNNING: their runs re-attached (the ids

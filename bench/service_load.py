@@ -1,0 +1,350 @@
+"""Sustained load: 1,000 organisations x 10 tasks on one scheduler process for minutes, with a mix of
+fast, failing and timing-out tasks (the loop timeout is set short in the configuration), real git
+repositories, real child processes and SQLite. Every window (default 15 s) it samples the scheduler
+process itself:
+
+- RSS (``/proc/self/status``), open file descriptors (``/proc/self/fd``), threads (``/proc/self/task``),
+  child processes and zombies among them;
+- runs finished in the window (by outcome) and runs per second;
+- dispatch latency in the window, from a loop picking a due task to the task's process running (p50,
+  p99): it includes the git sync before every run, the known bottleneck at this scale.
+
+It prints the table over time, the throughput ratio against a bare loop spawning the same runner
+scripts with 4 workers per core (measured in the same run, before and after), what is left after the
+service stops (threads, descriptors, children: a leak shows there), and a verdict on flatness: the
+least-squares slope of RSS, descriptors and threads over the last half of the run, and the p99 latency
+of the last half against the first.
+
+Run: .venv/bin/python bench/service_load.py [--orgs 1000] [--tasks 10] [--seconds 300] [--window 15]
+     [--failing 2] [--timing-out 1] [--timeout 2s]
+"""
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from service_1000 import GIT, WORKERS, bare  # type: ignore[import-not-found]
+
+from executors.process import ProcessExecution
+from executors.runner import runner_script
+from scheduler import loops
+from scheduler.config import load_config
+from scheduler.definitions import load_definitions
+from scheduler.service import Service
+
+FAST = "def main():\n    pass\n"
+FAILING = "def main():\n    raise RuntimeError('failing on purpose')\n"
+HANGING = "import time\n\ndef main():\n    time.sleep(3600)\n"
+PROC_SELF = Path("/proc/self")
+
+
+def make_repos(root: Path, orgs: int, tasks: int, failing: int, timing_out: int) -> dict[str, Path]:
+    """Each organisation: ``tasks`` tasks, ``failing`` of them fail, ``timing_out`` hang (in turn per org)."""
+    import subprocess
+
+    mix = ["fast"] * (tasks - failing - timing_out) + ["failing"] * failing + ["hanging"] * timing_out
+
+    def one(i: int) -> tuple[str, Path]:
+        kinds = mix[i % tasks :] + mix[: i % tasks]  # rotated: every window sees the whole mix
+        codops = f"org{i:04d}"
+        repo = root / codops
+        (repo / "code").mkdir(parents=True)
+        for kind, code in (("fast", FAST), ("failing", FAILING), ("hanging", HANGING)):
+            (repo / "code" / f"{kind}.py").write_text(code)
+        body = {
+            f"t{k:02d}": {"notebook": f"code/{kind}.py", "method": "main", "executor": "python"}
+            for k, kind in enumerate(kinds)
+        }
+        (repo / "peach.yaml").write_text(yaml.safe_dump({"codops": codops, "tasks": body}))
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "tasks"]):
+            subprocess.run([*GIT, "-C", str(repo), *args], check=True)
+        return codops, repo
+
+    with ThreadPoolExecutor(8) as pool:
+        return dict(pool.map(one, range(orgs)))
+
+
+def rss_mib() -> float:
+    for line in (PROC_SELF / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def count(path: Path) -> int:
+    try:
+        return len(os.listdir(path))
+    except OSError:
+        return 0
+
+
+def children() -> tuple[int, int]:
+    """(children of this process, how many of them are zombies)."""
+    me, total, zombies = os.getpid(), 0, 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        state, parent = text[text.rindex(")") + 2 :].split()[:2]
+        if int(parent) == me:
+            total += 1
+            zombies += state == "Z"
+    return total, zombies
+
+
+@dataclass
+class Sample:
+    at: float
+    rss: float
+    fds: int
+    threads: int
+    children: int
+    zombies: int
+    finished: Counter[str]
+    latencies: list[float]
+    seen: int  # distinct tasks that have run at least once so far
+
+    @property
+    def runs(self) -> int:
+        return sum(self.finished.values())
+
+
+@dataclass
+class Recorder:
+    """What the hooks collect from the loops, taken by the sampler once per window."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    picked: dict[int, float] = field(default_factory=dict)
+    seen: set[tuple[str, str]] = field(default_factory=set)
+
+    def take(self) -> tuple[Counter[str], list[float]]:
+        with self.lock:
+            finished, latencies = self.finished, self.latencies
+            self.finished, self.latencies = Counter(), []
+        return finished, latencies
+
+
+def hook(recorder: Recorder) -> None:
+    """Count finished runs and time dispatches, by wrapping the loops' entry points (restored by unhook)."""
+    run_due, execute, start = loops.Loop.run_due, loops.execute, ProcessExecution.start
+
+    def timed_run_due(self, organisation, name, triggered, synced=None):  # type: ignore[no-untyped-def]
+        recorder.picked[threading.get_ident()] = time.monotonic()
+        return run_due(self, organisation, name, triggered, synced)
+
+    def counted_execute(*args, **kwargs):  # type: ignore[no-untyped-def]
+        run = execute(*args, **kwargs)
+        if run is not None:
+            with recorder.lock:
+                recorder.finished[run.status.value] += 1
+                recorder.seen.add((run.codops, run.task))
+        return run
+
+    def timed_start(self):  # type: ignore[no-untyped-def]
+        start(self)
+        picked = recorder.picked.pop(threading.get_ident(), None)
+        if picked is not None:
+            with recorder.lock:
+                recorder.latencies.append(time.monotonic() - picked)
+
+    loops.Loop.run_due, loops.execute, ProcessExecution.start = timed_run_due, counted_execute, timed_start  # type: ignore[method-assign,assignment]
+    _originals.extend([run_due, execute, start])
+
+
+_originals: list[object] = []
+
+
+def unhook() -> None:
+    loops.Loop.run_due, loops.execute, ProcessExecution.start = _originals  # type: ignore[method-assign,assignment]
+    _originals.clear()
+
+
+def sample(recorder: Recorder, started: float) -> Sample:
+    finished, latencies = recorder.take()
+    kids, zombies = children()
+    return Sample(
+        time.monotonic() - started,
+        rss_mib(),
+        count(PROC_SELF / "fd"),
+        count(PROC_SELF / "task"),
+        kids,
+        zombies,
+        finished,
+        latencies,
+        len(recorder.seen),
+    )
+
+
+def quantile(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100)[q - 1]
+
+
+def slope_per_minute(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    if len(points) < 2:
+        return 0.0
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def print_table(samples: list[Sample], window: float) -> None:
+    print(
+        f"{'t (s)':>6} {'RSS MiB':>8} {'fds':>5} {'threads':>7} {'children':>8} {'zombies':>7} "
+        f"{'runs/s':>7} {'ok':>6} {'failed':>6} {'timeout':>7} {'other':>5} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'tasks run':>9}"
+    )
+    for s in samples:
+        ok, failed, timed = s.finished["SUCCEEDED"], s.finished["FAILED"], s.finished["TIMED_OUT"]
+        print(
+            f"{s.at:6.0f} {s.rss:8.1f} {s.fds:5d} {s.threads:7d} {s.children:8d} {s.zombies:7d} "
+            f"{s.runs / window:7.1f} {ok:6d} {failed:6d} {timed:7d} {s.runs - ok - failed - timed:5d} "
+            f"{1000 * quantile(s.latencies, 50):7.0f} {1000 * quantile(s.latencies, 99):7.0f} {s.seen:9d}"
+        )
+
+
+def verdict(samples: list[Sample], tasks: int) -> None:
+    """Slopes over the last half, or from the steady state if it comes later (before: environments,
+    caches, the database warm up, and each task's first run adds its metric series)."""
+    steady = next((i for i, s in enumerate(samples) if s.seen >= tasks), None)
+    if steady is None:
+        print(
+            f"warm-up only: {samples[-1].seen if samples else 0} of {tasks} tasks have run at least once; "
+            "RSS still includes first-run growth (a longer run, or fewer organisations, reaches steady state)"
+        )
+    else:
+        print(f"steady state (every task has run once) from t = {samples[steady].at:.0f} s")
+    cut = max(len(samples) // 2, steady or 0)
+    half = samples[cut:]
+    first = [x for s in samples[:cut] for x in s.latencies]
+    last = [x for s in half for x in s.latencies]
+    rss = slope_per_minute([(s.at, s.rss) for s in half])
+    fds = slope_per_minute([(s.at, s.fds) for s in half])
+    threads = slope_per_minute([(s.at, s.threads) for s in half])
+    mean_rss = statistics.fmean(s.rss for s in half) if half else 0.0
+    rss_flat = abs(rss) * 60 < 0.10 * mean_rss  # less than 10% of the RSS per hour at that slope
+    print(
+        f"last half slopes ({len(half)} windows): RSS {rss:+.2f} MiB/min "
+        f"({'flat' if rss_flat else 'GROWING'}: "
+        f"{abs(rss) * 60 / mean_rss * 100 if mean_rss else 0:.1f}% of {mean_rss:.0f} MiB per hour), "
+        f"fds {fds:+.2f}/min, threads {threads:+.2f}/min"
+    )
+    if first and last:
+        p99_first, p99_last = quantile(first, 99), quantile(last, 99)
+        ratio = p99_last / p99_first if p99_first else float("nan")
+        print(
+            f"dispatch p99: before {1000 * p99_first:.0f} ms, last half {1000 * p99_last:.0f} ms "
+            f"(ratio {ratio:.2f}; {'stable' if ratio < 1.5 else 'DRIFTING'})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orgs", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--failing", type=int, default=2, help="failing tasks per organisation")
+    parser.add_argument("--timing-out", type=int, default=1, help="hanging tasks per organisation")
+    parser.add_argument("--timeout", default="2s", help="loops.timeout: what the hanging tasks reach")
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--window", type=float, default=15)
+    parser.add_argument("--bare-seconds", type=float, default=15)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the timeouts are on purpose: keep their warnings out
+    if args.failing + args.timing_out >= args.tasks:
+        parser.error("--failing + --timing-out must leave at least one fast task")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.monotonic()
+        repos = make_repos(root / "repos", args.orgs, args.tasks, args.failing, args.timing_out)
+        fast = args.tasks - args.failing - args.timing_out
+        print(
+            f"{args.orgs} organisations x {args.tasks} tasks ({fast} fast, {args.failing} failing, "
+            f"{args.timing_out} timing out after {args.timeout}): repositories made in "
+            f"{time.monotonic() - t0:.0f} s; {args.seconds:.0f} s sustained, {args.window:.0f} s windows"
+        )
+        config_path = root / "config.yaml"
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "workspace": str(root / "ws"),
+                    "http": {"host": "127.0.0.1", "port": 0},
+                    "loops": {"pause": "1s", "timeout": args.timeout, "drain": "1s"},
+                    "organisations": {c: {"repositories": [{"url": str(r)}]} for c, r in repos.items()},
+                }
+            )
+        )
+        definitions = load_definitions(next(iter(repos.values())))
+        runners = []
+        for task in definitions.tasks[:fast]:  # the bare loop runs what a fast task runs
+            runners.append(root / f"{task.name}.py")
+            runners[-1].write_text(runner_script(task))
+        bare_seconds = min(args.seconds, args.bare_seconds)
+        bare_before = bare(runners, sys.executable, bare_seconds)
+
+        recorder = Recorder()
+        hook(recorder)
+        before = (count(PROC_SELF / "fd"), count(PROC_SELF / "task"), children()[0])
+        service = Service(load_config(config_path))
+        started = time.monotonic()
+        service.start()
+        start_seconds = time.monotonic() - started
+        samples: list[Sample] = []
+        end = started + args.seconds
+        while time.monotonic() < end - 0.01:
+            time.sleep(min(args.window, end - time.monotonic()))  # the bench's clock: sample, sleep, sample
+            samples.append(sample(recorder, started))
+        stop = time.monotonic()
+        service.request_force_stop()
+        service.wait_stopped(60)
+        service.close()
+        stopped = time.monotonic() - stop
+        unhook()
+        after = (count(PROC_SELF / "fd"), count(PROC_SELF / "task"), children()[0])
+        envs = sorted((root / "ws" / "environments" / "envs").glob("*/bin/python"))
+        env_python = str(envs[0]) if envs else sys.executable
+        bare_rate = (bare_before + bare(runners, env_python, bare_seconds)) / 2
+
+    print_table(samples, args.window)
+    total = sum(s.runs for s in samples)
+    rate = total / args.seconds
+    fast_rate = sum(s.finished["SUCCEEDED"] for s in samples) / args.seconds
+    print(
+        f"runs finished: {total} ({rate:.1f} runs/s, {fast_rate:.1f} succeeded/s); bare spawn loop "
+        f"({WORKERS} workers): {bare_rate:.1f} runs/s -> ratio scheduler/bare {rate / bare_rate:.2f}"
+    )
+    all_latencies = [x for s in samples for x in s.latencies]
+    if all_latencies:
+        print(
+            f"dispatch latency over the run: p50 {1000 * quantile(all_latencies, 50):.0f} ms, "
+            f"p99 {1000 * quantile(all_latencies, 99):.0f} ms over {len(all_latencies)} runs"
+        )
+    print(
+        f"stopped in {stopped:.1f} s; before start / after stop: fds {before[0]} / {after[0]}, "
+        f"threads {before[1]} / {after[1]}, children {before[2]} / {after[2]}"
+    )
+    print(f"service.start() took {start_seconds:.1f} s ({args.orgs + 1} loop threads started)")
+    verdict(samples, args.orgs * args.tasks)
+    back = after[1] == before[1] and after[2] == 0
+    print(f"threads back to their count before start and no child left after stop: {'yes' if back else 'NO'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
