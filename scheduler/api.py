@@ -16,7 +16,9 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
 from scheduler import dashboard, runlogs
 from scheduler.artifacts import ArtifactNotFound, open_artifact, safe_relative
@@ -31,6 +33,24 @@ from scheduler.runs import KillRequests
 from scheduler.state import Store
 
 API = "/api/v1"
+TEXT = "text/plain; charset=utf-8"
+
+
+def _answers(**described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error answers (``{"detail": ...}``), by status code: ``_404="..."``."""
+    return {int(code[1:]): {"description": text, "model": ErrorAnswer} for code, text in described.items()}
+
+
+class ErrorAnswer(BaseModel):
+    detail: str
+
+
+# Every route may answer these: the PeachError handler below maps lookups to 404, conflicts to 409.
+COMMON = _answers(_404="no such organisation, task or run", _409="the request conflicts with the state")
+AUTHORISED = _answers(
+    _401="the bearer token is missing or wrong", _403="no API token is configured: actions are disabled"
+)
+TEXT_BODY = {"content": {TEXT: {"schema": {"type": "string"}}}}
 
 
 def create_app(
@@ -54,15 +74,17 @@ def create_app(
         openapi_url=f"{API}/openapi.json",
         docs_url=None,  # Swagger UI loads from a CDN: the service works offline
         redoc_url=None,
+        responses=COMMON,
     )
+    bearer = HTTPBearer(auto_error=False, description=f"the value of ${token_env} on the scheduler")
 
-    def authorised(authorization: Annotated[str | None, Header()] = None) -> None:
+    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if not token:
             raise HTTPException(
-                403, f"trigger, kill and rerun are disabled: no API token is set in ${token_env}"
+                403, f"changes (trigger, kill, rerun, keep) are disabled: no API token is set in ${token_env}"
             )
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        given = credentials.credentials if credentials else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(PeachError)
@@ -74,12 +96,17 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "starting, or no database"}})
     def readyz() -> JSONResponse:
         ok = ready()
         return JSONResponse({"status": "ready" if ok else "starting"}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    )
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -181,8 +208,23 @@ def create_app(
         a, b = store.get_run(run_id), store.get_run(other_id)
         return diff_runs(a, store.get_manifest(a.id), b, store.get_manifest(b.id)).as_dict()
 
-    @app.get(f"{API}/runs/{{run_id}}/log", tags=["read"], response_class=Response)
-    def run_log(run_id: str, range: Annotated[str | None, Header()] = None) -> Response:
+    @app.get(
+        f"{API}/runs/{{run_id}}/log",
+        tags=["read"],
+        response_class=Response,
+        responses={
+            200: {"description": "the whole log", **TEXT_BODY},
+            206: {"description": "the requested byte range of the log", **TEXT_BODY},
+            416: {"description": "the range starts past the end of the log", **TEXT_BODY},
+            **_answers(_400="an unsupported Range header"),
+        },
+    )
+    def run_log(
+        run_id: str,
+        range: Annotated[
+            str | None, Header(pattern=_RANGE.pattern, description="bytes=N- or bytes=N-M")
+        ] = None,
+    ) -> Response:
         """The run's log as text; ``Range: bytes=N-`` for what was added since byte N (live tail)."""
         found = store.get_run(run_id)
         return _log_response(Path(found.log_path) if found.log_path else None, range)
@@ -247,13 +289,18 @@ def create_app(
         tags=["act"],
         status_code=202,
         dependencies=[Depends(authorised)],
+        responses=AUTHORISED,
     )
     def trigger(codops: str, task: str) -> dict[str, Any]:
         """Run the task at its loop's next opportunity, even if disabled or not due."""
         return store.request_trigger(codops, task, requested_by="api").as_dict()
 
     @app.post(
-        f"{API}/runs/{{run_id}}/kill", tags=["act"], status_code=202, dependencies=[Depends(authorised)]
+        f"{API}/runs/{{run_id}}/kill",
+        tags=["act"],
+        status_code=202,
+        dependencies=[Depends(authorised)],
+        responses=AUTHORISED,
     )
     def kill(run_id: str) -> dict[str, Any]:
         found = store.get_run(run_id)
@@ -286,7 +333,7 @@ def _log_response(path: Path | None, range_header: str | None) -> Response:
     """RFC 7233 ranges on the (capped) log: 200 whole, 206 ``bytes=N-`` / ``bytes=N-M``, 416 past the end.
     A finished run's log is stored compressed: ranges are on its decompressed text."""
     headers = {"Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
-    text = "text/plain; charset=utf-8"
+    text = TEXT
     if range_header is None:
         body, _ = runlogs.read(path)
         return Response(body, status_code=200, headers=headers, media_type=text)
@@ -336,7 +383,7 @@ _CSP = "; ".join(
         "frame-ancestors 'none'",
     )
 )
-_RANGE = re.compile(r"bytes=(?P<start>\d+)-(?P<end>\d*)")
+_RANGE = re.compile(r"^bytes=(?P<start>[0-9]+)-(?P<end>[0-9]*)$")
 
 
 def _asset(name: str) -> Response:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from scheduler import requirements
 from scheduler.errors import ExtractionError
+from scheduler.files import NotRegularFile, TooLarge, read_regular, shown
 from scheduler.notebooks import Extracted, Source
 from scheduler.taskspec import (
     FILE_KEYS,
@@ -26,7 +27,7 @@ from scheduler.taskspec import (
     codops_problem,
     task_name_problem,
 )
-from scheduler.yamlfile import Document, YamlError, load_bytes
+from scheduler.yamlfile import MAX_FILE_BYTES, Document, YamlError, load_bytes
 
 ROOT_FILE = "peach.yaml"
 CONF_DIR = "peach.conf"
@@ -138,7 +139,8 @@ class _Loader:
     texts: dict[str, str] = field(default_factory=dict)  # definition file -> its text
 
     def problem(self, file: str, line: int | None, message: str, **extra: Any) -> None:
-        self.problems.append(Problem(file, line, message, **extra))
+        """Record a problem; the file name is shown escaped and the message storable (no NUL)."""
+        self.problems.append(Problem(shown(file), line, _storable(message), **extra))
 
     def load_file(self, relative: str) -> None:
         try:
@@ -164,10 +166,18 @@ class _Loader:
             self.problem(relative, None, "is a symbolic link leading outside the repository")
             raise _Rejected
         try:
-            raw = path.read_bytes()
+            raw = read_regular(path, MAX_FILE_BYTES)
             doc = load_bytes(raw)
         except YamlError as exc:
             self.problem(relative, exc.line, exc.message)
+            raise _Rejected from None
+        except NotRegularFile:
+            self.problem(relative, None, "is not a regular file (a FIFO, device or directory)")
+            raise _Rejected from None
+        except TooLarge as exc:
+            self.problem(
+                relative, None, f"file is {exc.size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit"
+            )
             raise _Rejected from None
         except OSError as exc:
             self.problem(relative, None, f"cannot be read: {exc.strerror}")
@@ -270,7 +280,7 @@ class _Loader:
         }
         excerpt = task_excerpt(self.texts[relative], doc, name)
         self.tasks[(codops, name)] = Task(
-            codops, name, spec, relative, line, tuple(sorted(everything)), code, excerpt
+            codops, name, spec, shown(relative), line, tuple(sorted(everything)), code, excerpt
         )
 
     def check_loop_and_timeout(self, spec: TaskDefinition, codops: str, reject: Any) -> None:
@@ -348,7 +358,7 @@ def load_definitions(
         loader.problem(ROOT_FILE, None, f"no task definitions: expected {ROOT_FILE} or {CONF_DIR}/*.yaml")
     for relative in files:
         loader.load_file(relative)
-    return Definitions(tuple(loader.tasks.values()), tuple(loader.problems), tuple(files))
+    return Definitions(tuple(loader.tasks.values()), tuple(loader.problems), tuple(map(shown, files)))
 
 
 def task_excerpt(text: str, doc: Document, name: str) -> str:
@@ -371,7 +381,7 @@ def task_excerpt(text: str, doc: Document, name: str) -> str:
 
 
 def _definition_files(root: Path, loader: _Loader) -> Iterator[str]:
-    if (root / ROOT_FILE).is_file() or (root / ROOT_FILE).is_symlink():
+    if os.path.lexists(root / ROOT_FILE):  # whatever it is: reported if it cannot be read
         yield ROOT_FILE
     conf = root / CONF_DIR
     if conf.is_symlink() and not _inside(root, conf):
@@ -404,6 +414,11 @@ def _notebook_problem(root: Path, notebook: str) -> str | None:
     if not path.is_file():
         return f"{notebook!r} does not exist in the repository"
     return None
+
+
+def _storable(message: str) -> str:
+    """``message`` without what a database or terminal refuses (NUL, lone surrogates)."""
+    return message.replace("\0", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _unknown_key(key: str, known: tuple[str, ...], where: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import ExtractionError
+from scheduler.files import NotRegularFile, TooLarge, read_regular
 
 MAX_SOURCE_BYTES = 64 * 1024 * 1024  # notebooks carry their outputs (images), so this is generous
 # Cell magics whose body is still Python: the magic line is dropped, the body kept.
@@ -104,7 +105,15 @@ class Source:
 
     @classmethod
     def read(cls, root: Path, relative: str) -> "Source":
-        return cls(relative, (root / relative).read_bytes())
+        try:
+            raw = read_regular(root / relative, MAX_SOURCE_BYTES)
+        except NotRegularFile:
+            raise ExtractionError("is not a regular file (a FIFO, device or directory)", relative) from None
+        except TooLarge as exc:
+            raise ExtractionError(
+                f"file is {exc.size:,} bytes, over the {MAX_SOURCE_BYTES:,}-byte limit", relative
+            ) from None
+        return cls(relative, raw)
 
     def _where(self, cell: _Cell) -> str:
         return f"{self.path}, cell {cell.number}" if cell.number else self.path
