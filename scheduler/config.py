@@ -155,6 +155,13 @@ class GitSettings(_Model):
     timeout: Seconds = 120.0  # every git operation is killed after this long
 
 
+class EnvironmentSettings(_Model):
+    """Task environments: a failed build is not tried again before its backoff ends (doubling each time)."""
+
+    backoff: Seconds = 60.0  # the wait after a first failed build
+    max_backoff: Seconds = 3600.0  # the longest wait between two attempts
+
+
 class Resources(_Model):
     """An organisation's Spark resource profile."""
 
@@ -243,6 +250,7 @@ class Config(_Model):
     spark: SparkSettings = SparkSettings()
     yarn: YarnSettings = YarnSettings()
     git: GitSettings = GitSettings()
+    environments: EnvironmentSettings = EnvironmentSettings()
     organisations: dict[Codops, Organisation] = {}
 
     @field_validator("workspace")
@@ -283,6 +291,8 @@ class Config(_Model):
         for section, key in (("loops", "timeout"), ("loops", "metadata_timeout"), ("loops", "pause")):
             data[section][key] = format_duration(data[section][key])
         data["git"]["timeout"] = format_duration(self.git.timeout)
+        for key in ("backoff", "max_backoff"):
+            data["environments"][key] = format_duration(data["environments"][key])
         data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
         return data
 

@@ -44,6 +44,8 @@ class FakeResourceManager:
         self.server_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (log server)
         self.queues: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
+        self.error: int | None = None  # a fault: answer every web service call with this HTTP status
+        self.delay = 0.0  # a fault: answer this many seconds late (past the client's timeout: a timeout)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -119,6 +121,12 @@ class FakeResourceManager:
             def _dispatch(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 fake.requests.append((method, parts.path))
+                if not parts.path.startswith("/fake/"):
+                    if fake.delay:
+                        time.sleep(fake.delay)
+                    if fake.error is not None:
+                        self._send(fake.error, {"RemoteException": {"message": "fault"}})
+                        return
                 if fake.standby and not parts.path.startswith("/fake/"):
                     if fake.active_url:
                         self.send_response(307)

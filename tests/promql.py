@@ -40,6 +40,9 @@ EXPORTED: Mapping[str, frozenset[str]] = {
     "peach_validation_errors": frozenset({"codops"}),
     "peach_environment_builds_total": frozenset({"result"}),
     "peach_environment_cache_hits_total": frozenset(),
+    "peach_state_database_errors_total": frozenset({"source"}),
+    "peach_resourcemanager_errors_total": frozenset(),
+    "peach_resourcemanager_failovers_total": frozenset(),
 }
 
 # Label values our queries match literally, and the values the scheduler writes.
