@@ -23,6 +23,7 @@ Not Hadoop: ``submit`` (a Python method the stand-in spark-submit reaches throug
 registers an application as YARN would when a client submits one.
 """
 
+import contextlib
 import json
 import threading
 import time
@@ -112,11 +113,12 @@ class FakeResourceManager:
 
             def _send(self, code: int, data: Any, content: str = "application/json") -> None:
                 body = data.encode() if isinstance(data, str) else json.dumps(data).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", content)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out
+                    self.send_response(code)
+                    self.send_header("Content-Type", content)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
 
             def _dispatch(self, method: str) -> None:
                 parts = urlsplit(self.path)

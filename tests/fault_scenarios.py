@@ -381,7 +381,11 @@ def resourcemanager(root: Path, kind: str) -> Report:
             wait_for(lambda: metric(service, watched) >= 1, 30, f"{watched} to count the fault")
             report.detect = time.monotonic() - began
             wait_for(lambda: len(finished(runs_since(service, "beta", since))) >= 3, 30, "beta runs")
-            wait_for(lambda: metric(service, watched) >= 2, 30, "a second poll through the fault")
+            if kind == "failover":  # the client moves once, then follows the run on the new active RM
+                path = f"/ws/v1/cluster/apps/{app_id}"
+                wait_for(lambda: rm2.requests.count(("GET", path)) >= 2, 30, "polls of the new active RM")
+            else:
+                wait_for(lambda: metric(service, watched) >= 2, 30, "a second poll through the fault")
             during = service.store.get_run(run.id)
             ended = time.monotonic()
             fault_seconds = ended - began

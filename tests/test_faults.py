@@ -7,11 +7,24 @@ fault in metrics and run history, and recovers by itself (tests/fault_scenarios.
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from executors.logs import CappedLog, LogLimits
+from scheduler.config import load_config
 from scheduler.models import RunStatus
-from tests.fault_scenarios import database_restart, disk_full, git_server, resourcemanager, uv_failing
+from scheduler.service import Service
+from tests.fault_scenarios import (
+    database_restart,
+    disk_full,
+    git_server,
+    metric,
+    resourcemanager,
+    uv_failing,
+)
+from tests.orgs import QUICK, org_repo, write_config
 
 pytestmark = pytest.mark.faults
 
@@ -98,3 +111,38 @@ def test_uv_failing_fails_the_run_with_the_installer_error_and_backs_off(tmp_pat
     assert "from the index" in facts["after_log"]
     assert set(facts["codes"]) == {200}, facts["codes"]
     assert report.recovered
+
+
+# -- the fixes, one by one -----------------------------------------------------------------------------
+
+
+def test_a_log_on_a_full_disk_is_cut_short_and_says_why(tmp_path: Path) -> None:
+    log = CappedLog(Path("/dev/full"), LogLimits(head_bytes=1024, tail_bytes=1024, flush_interval=0))
+    log.note("run r-1: task alpha/chatty")  # /dev/full: every write fails with ENOSPC
+    for i in range(100):
+        log.output(f"line {i}\n".encode())
+    log.close()
+    assert log.failure == "[Errno 28] No space left on device"
+    assert log.dropped == log.total > 0
+
+
+def test_a_run_goes_on_when_recording_its_pid_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = org_repo(tmp_path, "alpha", {"ok": (QUICK, {})})
+    service = Service(load_config(write_config(tmp_path, {"alpha": repo})), environ={})
+    real, failures = service.store.attach, [1, 1, 1]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            failures.pop()
+            raise OperationalError("UPDATE runs ...", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "attach", flaky)
+    service.runtime.poll = 0.05
+    try:
+        [run] = service.once()
+        assert (run.status, run.outcome, failures) == (OK, "exit code 0", [])
+        assert run.pid is not None and run.log_path is not None
+        assert metric(service, "peach_state_database_errors_total", source="run") == 3
+    finally:
+        service.close()
