@@ -92,7 +92,7 @@ class OrganisationSource:
         if task is None:
             return None
         source = org.sources[task.key]
-        return task, source.commit, source.error
+        return task, source.commit, None if source.fresh else source.error
 
 
 class Loop(threading.Thread):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -163,7 +164,10 @@ def _watch(runtime: Runtime, run: Run, execution: Execution, pending: dict[str, 
         outcome = execution.wait(until=time.monotonic() + runtime.poll)
         if execution.application_id and execution.application_id != recorded_app:
             recorded_app = pending["application_id"] = execution.application_id
-        if outcome is not None:  # finishing the run records its application id too
+        if outcome is not None:
+            if pending:  # the record must be complete: retried like the run's end, which follows
+                record = partial(runtime.store.attach, run.id, **pending)
+                _persist(record, f"run {run.id}: recording it", runtime.metrics)
             return outcome
         if runtime.killing.is_set():
             return execution.kill("the scheduler is stopping")

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.backends import _as_postgres, free_port, postgres_bin
 
 
@@ -178,8 +180,6 @@ class PostgresCluster:
 @contextmanager
 def small_disk(path: Path, size: str = "2m") -> Iterator[Path]:
     """A tmpfs of ``size`` mounted on ``path`` (created), always unmounted; skips when mounting is refused."""
-    import pytest
-
     path.mkdir(parents=True, exist_ok=True)
     mount = shutil.which("mount")
     done = (

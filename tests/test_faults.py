@@ -54,6 +54,7 @@ def test_disk_full_fails_runs_clearly_and_recovers_when_space_is_freed(tmp_path:
     for status, outcome in facts["outcomes"]:  # each run either succeeded or says why not
         assert status is OK or "No space left on device" in outcome, (status, outcome)
     assert any(status is RunStatus.FAILED for status, _ in facts["outcomes"])
+    assert facts["truncated"], "the chatty task started with some room left and filled the disk"
     for status, outcome, log_exists in facts["truncated"]:  # a log cut short: the run still ends honestly
         assert status is OK and outcome.startswith("exit code 0; log incomplete: ") and log_exists
     assert "line 05999" in facts["after_log"]  # whole logs again once space is back
