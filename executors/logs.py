@@ -16,6 +16,7 @@ Design (one writer thread per run, files only, memory bounded by the tail size):
   is whole again.)
 """
 
+import contextlib
 import logging
 import os
 import selectors
@@ -94,6 +95,7 @@ class CappedLog:
         self._line_start = True
         self._head_ends_line = True
         self._recent = b""
+        self.failure: str | None = None  # why writing the file failed (disk full): nothing more is written
         self.total = 0  # every stamped byte ever written, kept or not
         self.stored = 0  # bytes in the file (as of the last write or flush)
         self.dropped = 0  # bytes of output left out of the file (as of the last flush)
@@ -128,6 +130,19 @@ class CappedLog:
 
     def _append(self, data: bytes) -> None:
         self.total += len(data)
+        if self.failure is not None:
+            return  # counted as dropped; the file keeps what was written before
+        try:
+            self._store(data)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        """Writing failed (no space left, quota, I/O error): stop writing; ``close`` says so if it can."""
+        self.failure = str(exc)
+        log.warning("log %s: writing failed, the rest of the output is dropped: %s", self.path, exc)
+
+    def _store(self, data: bytes) -> None:
         if self._head_open:
             room = self.limits.head_bytes - self._head
             if len(data) <= room:
@@ -166,8 +181,14 @@ class CappedLog:
 
     def flush(self) -> None:
         """Write the current tail (and the dropped-bytes marker) after the head."""
-        if not self._dirty:
+        if not self._dirty or self.failure is not None:
             return
+        try:
+            self._write_tail()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _write_tail(self) -> None:
         tail = b"".join(self._tail)
         excess = self._tail_len - self.limits.tail_bytes
         if excess > 0:
@@ -189,11 +210,26 @@ class CappedLog:
         self._last_flush = self._clock()
 
     def close(self) -> None:
+        """Write the tail and close. After a write failure the file keeps what was written, ended by a
+        line saying why the rest is missing when there is room for it again."""
         if self._file.closed:
             return
         self._dirty = True
         self.flush()
-        self._file.close()
+        if self.failure is not None:
+            with contextlib.suppress(OSError):
+                self._file.seek(0, os.SEEK_END)
+                self._file.write(
+                    b"\n%s[peach] log truncated: writing it failed (%s); the rest of the output is lost\n"
+                    % (_stamp(self._wall()), self.failure.encode("utf-8", "replace"))
+                )
+                self._file.flush()
+        with contextlib.suppress(OSError):  # a buffered write that failed fails again here
+            self._file.close()
+        if self.failure is not None:
+            with contextlib.suppress(OSError):
+                self.stored = self.path.stat().st_size
+            self.dropped = max(0, self.total - self.stored)
 
 
 class LogPump(threading.Thread):

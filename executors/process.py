@@ -311,6 +311,8 @@ class ProcessExecution(Execution):
             self._note(f"run ended: {outcome.status.value}: {outcome.summary}")
             self._log.close()
             self._release()
+            if self._log.failure is not None:
+                outcome = replace(outcome, summary=f"{outcome.summary}; log incomplete: {self._log.failure}")
             self.outcome = replace(outcome, log_bytes=self._log.stored, log_dropped=self._log.dropped)
             log.info("run %s (%s): %s: %s", self.run_id, self.key, outcome.status.value, outcome.summary)
             return self.outcome

@@ -47,6 +47,7 @@ class ResourceManager:
         retries: int = 3,
         backoff: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        observe: Callable[[str], None] = lambda event: None,
     ) -> None:
         if not addresses:
             raise ResourceManagerError(
@@ -54,6 +55,7 @@ class ResourceManager:
             )
         self.addresses = [address.rstrip("/") for address in addresses]
         self.timeout, self.retries, self.backoff, self._sleep = timeout, retries, backoff, sleep
+        self._observe = observe  # told "failover" and "error" (no ResourceManager answered): for metrics
         self._active = 0
         self._clients: dict[int, RestClient] = {}
 
@@ -89,12 +91,14 @@ class ResourceManager:
                 else:
                     if index != self._active:
                         log.warning("YARN: failed over to ResourceManager %s", self.addresses[index])
+                        self._observe("failover")
                     self._active = index
                     return data
                 self._clients.pop(index, None)
                 log.info("YARN: %s on %s failed: %s", what, self.addresses[index], last)
             if attempt + 1 < self.retries:
                 self._sleep(self.backoff * 2**attempt)
+        self._observe("error")
         raise ResourceManagerError(f"YARN: {what}: no ResourceManager answered ({last})")
 
     # -- applications -----------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ class YarnExecution(ProcessExecution):
         self._final: tuple[Status, str, str | None] | None = None
         self._stopped: str | None = None
         self._wake = threading.Event()
+        self._unanswered: float | None = None  # since when no ResourceManager answers for the state
 
     def _scan(self, chunk: bytes) -> None:
         if self.application_id is not None:
@@ -182,7 +183,13 @@ class YarnExecution(ProcessExecution):
             report = self.rm.app(self.application_id)
         except ResourceManagerError as exc:
             log.warning("run %s (%s): YARN state unknown: %s", self.run_id, self.key, exc)
+            if self._unanswered is None:  # said once in the run's log, and again when it answers
+                self._unanswered = self._clock()
+                self._note(f"state of {self.application_id} unknown, still following it: {exc}")
             return
+        if self._unanswered is not None:
+            self._note(f"the ResourceManager answers again after {self._clock() - self._unanswered:.1f} s")
+            self._unanswered = None
         if report.get("state") in FINAL_STATES:
             self._final = yarn_status(report)
             self._fetch_logs(report)

@@ -19,6 +19,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from scheduler import dashboard, runlogs
 from scheduler.artifacts import ArtifactNotFound, open_artifact, safe_relative
@@ -51,6 +53,7 @@ AUTHORISED = _answers(
     _401="the bearer token is missing or wrong", _403="no API token is configured: actions are disabled"
 )
 TEXT_BODY = {"content": {TEXT: {"schema": {"type": "string"}}}}
+RETRY_AFTER = 5  # seconds, in a 503 while the state database does not answer
 
 
 def create_app(
@@ -91,6 +94,15 @@ def create_app(
     async def _not_found(request: Request, exc: PeachError) -> JSONResponse:
         status = 404 if isinstance(exc, LookupError) else 409
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        """The state database does not answer (restarting, unreachable): 503 and a retry hint, not a 500."""
+        metrics.state_error("api")
+        detail = "the state database is unavailable; try again shortly"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
+
+    for unavailable in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(unavailable, _database_down)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

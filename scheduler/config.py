@@ -173,6 +173,13 @@ class ArtifactSettings(_Model):
         return None if value is None else Path(os.path.abspath(_base(info) / value))
 
 
+class EnvironmentSettings(_Model):
+    """Task environments: a failed build is not tried again before its backoff ends (doubling each time)."""
+
+    backoff: Seconds = 60.0  # the wait after a first failed build
+    max_backoff: Seconds = 3600.0  # the longest wait between two attempts
+
+
 class Resources(_Model):
     """An organisation's Spark resource profile."""
 
@@ -262,6 +269,8 @@ class Config(_Model):
     yarn: YarnSettings = YarnSettings()
     git: GitSettings = GitSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
+
+    environments: EnvironmentSettings = EnvironmentSettings()
     organisations: dict[Codops, Organisation] = {}
 
     @field_validator("workspace")
@@ -303,6 +312,9 @@ class Config(_Model):
             data[section][key] = format_duration(data[section][key])
         data["git"]["timeout"] = format_duration(self.git.timeout)
         data["artifacts"]["prune_interval"] = format_duration(self.artifacts.prune_interval)
+
+        for key in ("backoff", "max_backoff"):
+            data["environments"][key] = format_duration(data["environments"][key])
         data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
         return data
 

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from scheduler import reruns
 from scheduler.definitions import Problem, Severity, Task
 from scheduler.models import RunTrigger
@@ -80,15 +82,18 @@ class OrganisationSource:
         self.runtime.metrics.validation_errors(self.codops, errors)
         self.board.publish(self.codops, (t.name for t in org.tasks if t.loop == METADATA_LOOP))
 
-    def fresh(self, name: str, synced: OrganisationTasks | None = None) -> tuple[Task, str | None] | None:
-        """The task ``name`` and its version at the branch head of this moment (``synced``: a sync that
-        has just been done, nothing having run since); None if it is gone."""
+    def fresh(
+        self, name: str, synced: OrganisationTasks | None = None
+    ) -> tuple[Task, str | None, str | None] | None:
+        """The task ``name``, its version at the branch head of this moment (``synced``: a sync that has
+        just been done, nothing having run since) and why that is not the head, if it is not (the last
+        good commit is served); None if it is gone."""
         org = synced or self.sync()
         task = next((t for t in org.tasks if t.name == name), None)
         if task is None:
             return None
         source = org.sources[task.key]
-        return task, source.commit
+        return task, source.commit, None if source.fresh else source.error
 
     def rerun(self, request: Trigger) -> Run | None:
         """Run ``request.rerun_of`` again at its commit (``scheduler.reruns``)."""
@@ -120,6 +125,12 @@ class Loop(threading.Thread):
         started = time.monotonic()
         try:
             runs = self.pass_once()
+        except SQLAlchemyError as exc:  # the state database does not answer: the next pass tries again
+            self.runtime.metrics.state_error("loop")
+            log.warning(
+                "loop %s: pass cut short, the state database does not answer: %s", self.loop_name, exc
+            )
+            runs = []
         except Exception:  # a bug of ours: log it, count the pass, and try again next pass
             log.exception("loop %s: pass failed", self.loop_name)
             runs = []
@@ -194,12 +205,13 @@ class Loop(threading.Thread):
                 name,
             )
             return None
-        task, version = found
+        task, version, stale = found
         if task.loop != self.loop_name or not self.due(task, triggered):
             return None
         manual = (task.codops, task.name) in triggered
         started = self._last_start[(task.codops, task.name)] = datetime.now(UTC)
-        run = execute(self.runtime, task, version, RunTrigger.MANUAL if manual else RunTrigger.SCHEDULE)
+        trigger = RunTrigger.MANUAL if manual else RunTrigger.SCHEDULE
+        run = execute(self.runtime, task, version, trigger, stale)
         if task.definition.every is not None:
             due = started + timedelta(seconds=task.definition.every)
             self.runtime.store.set_next_due(task.codops, task.name, due)

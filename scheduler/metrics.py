@@ -190,6 +190,22 @@ class Metrics:
             "Artifact files deleted after a run because the run's artifacts were over the size limit.",
             registry=r,
         )
+        self.state_errors = Counter(
+            "peach_state_database_errors",
+            "State database operations that failed (unreachable, restarting), by where (api, loop, run).",
+            ["source"],
+            registry=r,
+        )
+        self.rm_errors = Counter(
+            "peach_resourcemanager_errors",
+            "YARN ResourceManager REST calls that failed on every address after the retries.",
+            registry=r,
+        )
+        self.rm_failovers = Counter(
+            "peach_resourcemanager_failovers",
+            "Times the YARN client moved to another ResourceManager (HA failover).",
+            registry=r,
+        )
         self._live = _Live(clock)
         r.register(self._live)
 
@@ -252,6 +268,14 @@ class Metrics:
         """A retention pass pruned ``pruned_runs``; ``total_bytes`` are kept."""
         self.artifact_bytes.set(total_bytes)
         self.artifacts_pruned.inc(pruned_runs)
+
+    def state_error(self, source: str) -> None:
+        """A state database operation failed in ``source`` (``api``, ``loop`` or ``run``)."""
+        self.state_errors.labels(label(source)).inc()
+
+    def resourcemanager_event(self, event: str) -> None:
+        """The YARN client's ``error`` (no ResourceManager answered) or ``failover``."""
+        (self.rm_failovers if event == "failover" else self.rm_errors).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -75,10 +77,15 @@ def execute(
     task: Task,
     version: str | None,
     trigger: RunTrigger = RunTrigger.SCHEDULE,
+    stale: str | None = None,
     *,
     rerun_of: str | None = None,
 ) -> Run | None:
-    """Run ``task`` once and return its closed record; None when the task already has a running run."""
+    """Run ``task`` once and return its closed record; None when the task already has a running run.
+
+    ``stale`` says why ``version`` is not the branch head (the repository's sync failed): the run's
+    outcome says so too (SPEC §4.1).
+    """
     timeout = runtime.timeout_for(task)
     deadline = datetime.now(UTC) + timedelta(seconds=timeout)
     try:
@@ -107,27 +114,31 @@ def execute(
             runtime.metrics.artifacts_collected(collected.kept_bytes, len(collected.dropped))
     except Exception:
         log.exception("run %s of %s: keeping its artifacts and log failed", run.id, task.key)
+    summary = f"{outcome.summary} (not the branch head: {stale})" if stale else outcome.summary
     finished = _persist(
         lambda: runtime.store.finish_run(
             run.id,
             RunStatus(outcome.status.value),
-            outcome.summary,
+            summary,
             error=outcome.error,
             application_id=outcome.application_id,
         ),
         f"run {run.id}: recording its end",
+        runtime.metrics,
     )
     runtime.metrics.run_finished(finished)
     log.info("run %s of %s: %s (%s)", run.id, task.key, finished.status, finished.outcome)
     return finished
 
 
-def _persist(write: Callable[[], Run], what: str, attempts: int = 8) -> Run:
+def _persist(write: Callable[[], Run], what: str, metrics: Metrics | None = None, attempts: int = 8) -> Run:
     """Retry a write that must not be lost (a run left RUNNING would wait for a restart to be closed)."""
     for attempt in range(1, attempts + 1):
         try:
             return write()
         except SQLAlchemyError:
+            if metrics is not None:
+                metrics.state_error("run")
             if attempt == attempts:
                 raise
             log.warning("%s failed (attempt %d of %d); retrying", what, attempt, attempts, exc_info=True)
@@ -144,9 +155,16 @@ def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: 
     except PeachError as exc:
         _record_manifest(runtime, run, task, version, None)
         return Outcome(Status.FAILED, f"not started: {exc}", error=str(exc))
-    runtime.store.attach(run.id, log_path=str(execution.log_path))
+    pending: dict[str, Any] = {"log_path": str(execution.log_path)}
+    if _attach(runtime, run, pending):
+        pending = {}
     directory = execution.artifacts_dir
-    runtime.store.set_artifacts_dir(run.id, str(directory) if directory else None, execution.artifacts_note)
+    try:
+        runtime.store.set_artifacts_dir(
+            run.id, str(directory) if directory else None, execution.artifacts_note
+        )
+    except SQLAlchemyError:  # the run goes on; its artifacts are not collected
+        log.warning("run %s: recording its artifacts directory failed", run.id, exc_info=True)
     try:
         execution.start()
     except PeachError as exc:
@@ -154,7 +172,7 @@ def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: 
         return Outcome(Status.FAILED, f"not started: {exc}", error=str(exc))
     _record_manifest(runtime, run, task, version, execution)
     try:
-        return _watch(runtime, run, execution)
+        return _watch(runtime, run, execution, pending)
     finally:
         if execution.outcome is None:  # we are leaving abnormally: never leave the process behind
             execution.kill("the scheduler could not supervise the run")
@@ -201,23 +219,43 @@ class ProgressRecorder:
         self.writes += 1
 
 
-def _watch(runtime: Runtime, run: Run, execution: Execution) -> Outcome:
-    runtime.store.attach(run.id, pid=execution.pid, pid_start=process_start(execution.pid))
+def _watch(runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any]) -> Outcome:
+    """Wait for the run's end, a kill request or the service's stop; record its pid and YARN application
+    as soon as they are known (again at every look while the state database does not answer)."""
+    pending = {**pending, "pid": execution.pid, "pid_start": process_start(execution.pid)}
     recorded_app: str | None = None
     progress = ProgressRecorder(runtime.store, run.id, runtime.progress_interval)
     while True:
+        if pending and _attach(runtime, run, pending):
+            pending = {}
         outcome = execution.wait(until=time.monotonic() + runtime.poll)
         if execution.application_id and execution.application_id != recorded_app:
-            recorded_app = execution.application_id
-            runtime.store.attach(run.id, application_id=recorded_app)
+            recorded_app = pending["application_id"] = execution.application_id
         progress.offer(execution.progress, final=outcome is not None)
         if outcome is not None:
+            if pending:  # the record must be complete: retried like the run's end, which follows
+                record = partial(runtime.store.attach, run.id, **pending)
+                _persist(record, f"run {run.id}: recording it", runtime.metrics)
             return outcome
         if runtime.killing.is_set():
             return execution.kill("the scheduler is stopping")
         reason = runtime.kills.take(run.id)
         if reason is not None:
             return execution.kill(reason)
+
+
+def _attach(runtime: Runtime, run: Run, fields: dict[str, Any]) -> bool:
+    """Record what is known of a running run (log, pid, application). A state database that does not
+    answer must not stop the run: False, and the supervisor tries again at its next look."""
+    try:
+        runtime.store.attach(run.id, **fields)
+        return True
+    except SQLAlchemyError as exc:
+        runtime.metrics.state_error("run")
+        log.warning(
+            "run %s: %s not recorded yet, the state database does not answer: %s", run.id, sorted(fields), exc
+        )
+        return False
 
 
 def process_start(pid: int | None, proc_root: str = "/proc") -> int | None:

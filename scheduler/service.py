@@ -51,10 +51,20 @@ class Service:
         config.workspace.mkdir(parents=True, exist_ok=True)
         self.store = Store.from_url(config.database_url)
         self.metrics = Metrics()
-        environments = EnvironmentStore(config.workspace / "environments", observe=self._environment_event)
+        environments = EnvironmentStore(
+            config.workspace / "environments",
+            backoff=config.environments.backoff,
+            max_backoff=config.environments.max_backoff,
+            observe=self._environment_event,
+        )
         yarn = config.yarn
         self.resourcemanager = (
-            ResourceManager(yarn.resourcemanagers, timeout=yarn.timeout, retries=yarn.retries)
+            ResourceManager(
+                yarn.resourcemanagers,
+                timeout=yarn.timeout,
+                retries=yarn.retries,
+                observe=self.metrics.resourcemanager_event,
+            )
             if yarn.resourcemanagers
             else None
         )

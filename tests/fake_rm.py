@@ -23,6 +23,7 @@ Not Hadoop: ``submit`` (a Python method the stand-in spark-submit reaches throug
 registers an application as YARN would when a client submits one.
 """
 
+import contextlib
 import json
 import threading
 import time
@@ -44,6 +45,8 @@ class FakeResourceManager:
         self.server_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (log server)
         self.queues: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
+        self.error: int | None = None  # a fault: answer every web service call with this HTTP status
+        self.delay = 0.0  # a fault: answer this many seconds late (past the client's timeout: a timeout)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -116,15 +119,22 @@ class FakeResourceManager:
 
             def _send(self, code: int, data: Any, content: str = "application/json") -> None:
                 body = data.encode() if isinstance(data, str) else json.dumps(data).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", content)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out
+                    self.send_response(code)
+                    self.send_header("Content-Type", content)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
 
             def _dispatch(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 fake.requests.append((method, parts.path))
+                if not parts.path.startswith("/fake/"):
+                    if fake.delay:
+                        time.sleep(fake.delay)
+                    if fake.error is not None:
+                        self._send(fake.error, {"RemoteException": {"message": "fault"}})
+                        return
                 if fake.standby and not parts.path.startswith("/fake/"):
                     if fake.active_url:
                         self.send_response(307)

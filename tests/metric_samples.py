@@ -15,7 +15,7 @@ import pytest
 from tests.promql import EXPORTED, LABEL_VALUES
 
 CODOPS = "chrts"
-SAMPLE_LABELS = {"codops": CODOPS, "task": "train", "loop": CODOPS, "executor": "spark"}
+SAMPLE_LABELS = {"codops": CODOPS, "task": "train", "loop": CODOPS, "executor": "spark", "source": "api"}
 BUCKETS = ("1", "60", "3600", "+Inf")
 
 
@@ -58,6 +58,9 @@ class LiveSamples:
         self.metrics.sync_result(CODOPS, False)
         self.metrics.validation_errors(CODOPS, 2)
         self.metrics.env_build("ok")
+        self.metrics.state_error("api")
+        self.metrics.resourcemanager_event("error")
+        self.metrics.resourcemanager_event("failover")
         self.metrics.env_build("failed")
         self.metrics.env_cache_hit()
         text: str = self.metrics.render().decode()

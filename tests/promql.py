@@ -43,6 +43,9 @@ EXPORTED: Mapping[str, frozenset[str]] = {
     "peach_artifacts_bytes": frozenset(),
     "peach_artifacts_pruned_total": frozenset(),
     "peach_artifacts_dropped_total": frozenset(),
+    "peach_state_database_errors_total": frozenset({"source"}),
+    "peach_resourcemanager_errors_total": frozenset(),
+    "peach_resourcemanager_failovers_total": frozenset(),
 }
 
 # Label values our queries match literally, and the values the scheduler writes.
