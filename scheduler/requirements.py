@@ -3,9 +3,14 @@
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+
+# A ``name @ url`` requirement is fetched by the environment builder on the scheduler host: a local path
+# there could be another organisation's checkout, so only remote schemes are allowed.
+REMOTE_SCHEMES = frozenset({"https", "http", "ssh"})
 
 
 @dataclass(frozen=True)
@@ -27,9 +32,17 @@ def parse(text: str) -> Requirement:
             f"{text!r}: pip options are not allowed, only requirement strings like 'pandas==2.2.3'"
         )
     try:
-        return Requirement(text)
+        requirement = Requirement(text)
     except InvalidRequirement as exc:
         raise ValueError(f"{text!r} is not a valid requirement: {exc}") from None
+    if requirement.url is not None:
+        scheme = urlsplit(requirement.url).scheme.lower()
+        if scheme.rpartition("+")[2] not in REMOTE_SCHEMES:
+            raise ValueError(
+                f"{text!r}: a requirement may point at a remote URL (https, git+https, git+ssh), "
+                "never at files on the scheduler (file:, relative paths)"
+            )
+    return requirement
 
 
 def normalise(requirement: Requirement) -> str:

@@ -18,7 +18,7 @@ from scheduler.records import Run, iso
 from scheduler.service import Service
 from tests.backends import wait_for
 from tests.browser import ARTIFACTS
-from tests.orgs import QUICK, org_repo, write_config
+from tests.orgs import QUICK, commit, org_repo, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +48,13 @@ TAIL = (
     "        time.sleep(0.2)\n"
 )
 HOURLY = {"every": "1h"}
+# A definition file whose name and content are markup: its problems are shown as text, never run.
+HOSTILE_FILE = "peach.conf/<img src=x onerror=window.pwned=5>.yaml"
+HOSTILE_KEY = "<script>window.pwned=6</script>"
+HOSTILE_YAML = (  # with one valid task: a file that yields none would hold the whole head back
+    "codops: beta\ntasks:\n  quiet: {notebook: code/bad.py, method: main, executor: python, enabled: false}\n"
+    f'  evil:\n    notebook: code/bad.py\n    method: main\n    "{HOSTILE_KEY}": 1\n'
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +78,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             "bad": (QUICK, {"colour": "red"}),  # an unknown key: a validation problem with file and line
         },
     )
+    commit(beta, {HOSTILE_FILE: HOSTILE_YAML}, "a definition file full of markup")
     gamma = org_repo(tmp, "gamma", {"tail": (TAIL, HOURLY)})
     config = load_config(write_config(tmp, {"alpha": alpha, "beta": beta, "gamma": gamma}))
     started = Service(config, environ={"PEACH_TEST_TOKEN": TOKEN})
@@ -215,6 +223,17 @@ def test_task_output_is_shown_as_text_never_run(service: Service, page: Page) ->
     assert page.locator("#log *").count() == 0  # text nodes only: no element came from the log
     assert page.evaluate("window.pwned") is None
     shot(page, "xss")
+
+
+def test_problem_file_names_and_messages_are_shown_as_text_never_run(service: Service, page: Page) -> None:
+    hostile = [p for p in service.store.problems("beta") if p.task == "evil"]
+    assert hostile and hostile[0].file == HOSTILE_FILE and HOSTILE_KEY in hostile[0].message
+    page.goto(url(service, "?codops=beta"))
+    problems = page.locator("#problems")
+    expect(problems).to_contain_text(HOSTILE_FILE)
+    expect(problems).to_contain_text(HOSTILE_KEY)
+    assert page.locator("#problems img, #problems script").count() == 0
+    assert page.evaluate("window.pwned") is None
 
 
 def test_live_tail_follows_a_running_run_and_kill_needs_the_token(service: Service, page: Page) -> None:

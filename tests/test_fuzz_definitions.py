@@ -16,7 +16,13 @@ from scheduler import cli, notebooks
 from scheduler.definitions import load_definitions
 from tests.repos import notebook, write_repo
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+pytestmark = pytest.mark.fuzz
+EXAMPLES = int(os.environ.get("PEACH_FUZZ_EXAMPLES", "40"))  # per test below; the cheap ones above run more
+FUZZ = settings(
+    max_examples=max(150, EXAMPLES),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 TOKENS = [*"abc:- \n\t[]{}&*!|>'\"#%@`,?<=~0123456789.", "tasks", "codops", "notebook", "method"]
 YAMLISH = st.lists(st.sampled_from(TOKENS), max_size=80).map("".join)
 TASK_KEYS = [
@@ -81,7 +87,6 @@ def test_arbitrary_notebook_cells(
 
 # -- notebooks: arbitrary JSON, odd cells, magics, bytes; through the loader and `peach-scheduler validate`
 
-EXAMPLES = int(os.environ.get("PEACH_FUZZ_EXAMPLES", "40"))
 NOTEBOOK_FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=timedelta(seconds=20),  # far above any real example: only a hang trips it
