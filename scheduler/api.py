@@ -260,7 +260,17 @@ def create_app(
             "dropped": [f.as_dict() for f in files if f.dropped],
         }
 
-    @app.get(f"{API}/runs/{{run_id}}/artifacts/{{path:path}}", tags=["read"], response_class=Response)
+    @app.get(
+        f"{API}/runs/{{run_id}}/artifacts/{{path:path}}",
+        tags=["read"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "the file, as an attachment",
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
     def run_artifact(run_id: str, path: str) -> Response:
         """One artifact, as a download (``application/octet-stream``, attachment, sandboxed): never
         rendered or run in the dashboard's origin."""
@@ -286,12 +296,16 @@ def create_app(
     def set_keep(run_id: str, keep: bool) -> dict[str, Any]:
         return store.set_keep(run_id, keep).as_dict()
 
-    @app.put(f"{API}/runs/{{run_id}}/keep", tags=["act"], dependencies=[Depends(authorised)])
+    @app.put(
+        f"{API}/runs/{{run_id}}/keep", tags=["act"], dependencies=[Depends(authorised)], responses=AUTHORISED
+    )
     def keep(run_id: str) -> dict[str, Any]:
         """Keep the run's artifacts whatever the retention policy."""
         return set_keep(run_id, True)
 
-    @app.delete(f"{API}/runs/{{run_id}}/keep", tags=["act"], dependencies=[Depends(authorised)])
+    @app.delete(
+        f"{API}/runs/{{run_id}}/keep", tags=["act"], dependencies=[Depends(authorised)], responses=AUTHORISED
+    )
     def unkeep(run_id: str) -> dict[str, Any]:
         """Let retention prune the run's artifacts again."""
         return set_keep(run_id, False)
@@ -322,7 +336,11 @@ def create_app(
         return found.as_dict()
 
     @app.post(
-        f"{API}/runs/{{run_id}}/rerun", tags=["act"], status_code=202, dependencies=[Depends(authorised)]
+        f"{API}/runs/{{run_id}}/rerun",
+        tags=["act"],
+        status_code=202,
+        dependencies=[Depends(authorised)],
+        responses=AUTHORISED,
     )
     def rerun(run_id: str) -> dict[str, Any]:
         """Run this run's task again at the run's commit, with the dependency set it had installed and
