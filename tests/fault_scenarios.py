@@ -32,7 +32,7 @@ from tests.fake_rm import FakeResourceManager
 from tests.fake_spark_submit import write_stand_in
 from tests.faultkit import ApiProbe, FaultyLink, PostgresCluster, fill, small_disk
 from tests.gitserver import Upstream, git_daemon, tasks_yaml
-from tests.orgs import QUICK, git, org_repo
+from tests.orgs import QUICK, git, log_text, org_repo
 from tests.spark_fixtures import make_spark_task
 
 SHORT = "import time\n\ndef main():\n    print('working', flush=True)\n    time.sleep(3)\n    print('done')\n"
@@ -258,7 +258,7 @@ def disk_full(root: Path) -> Report:
             report.facts = {
                 "outcomes": [(r.status, r.outcome) for r in during],
                 "truncated": [(r.status, r.outcome, Path(r.log_path or "").exists()) for r in truncated],
-                "after_log": Path(after.log_path or "").read_text(errors="replace"),
+                "after_log": log_text(after),
                 "codes": codes,
                 "loops_alive": all(loop.is_alive() for loop in service.loops),
             }
@@ -407,7 +407,7 @@ def resourcemanager(root: Path, kind: str) -> Report:
             report.facts = {
                 "during": during.status,
                 "record": record,
-                "log": Path(record.log_path or "").read_text(errors="replace"),
+                "log": log_text(record),
                 "beta": [r.status for r in beta_runs],
                 "requests_per_second": requests / fault_seconds,
                 "errors": metric(service, "peach_resourcemanager_errors_total"),
@@ -523,7 +523,7 @@ def uv_failing(root: Path) -> Report:
                 "builds_failed": builds,
                 "attempts": attempts,
                 "others": [r.status for r in others],
-                "after_log": Path(ok_run.log_path or "").read_text(errors="replace"),
+                "after_log": log_text(ok_run),
                 "codes": codes,
             }
     return report

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from scheduler import runlogs
+from scheduler.records import Run
+
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "-c", "init.defaultBranch=master"]
 
 # The run object's fields every surface must give (SPEC §5).
@@ -38,6 +41,11 @@ FAMILY = textwrap.dedent(
         time.sleep(1000)
     """
 )
+
+
+def log_text(run: Run) -> str:
+    """A run's log as text, plain (running) or compressed (finished)."""
+    return runlogs.read(Path(run.log_path) if run.log_path else None)[0].decode(errors="replace")
 
 
 def git(repo: Path, *args: str) -> str:

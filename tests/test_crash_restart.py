@@ -41,7 +41,7 @@ from scheduler.records import Run
 from scheduler.service import Service
 from scheduler.state import Store
 from tests.backends import create_database, drop_database, wait_for
-from tests.orgs import org_repo, write_config
+from tests.orgs import log_text, org_repo, write_config
 
 KILLS = int(os.environ.get("PEACH_CRASH_KILLS", "6"))
 SEED = int(os.environ.get("PEACH_CRASH_SEED", str(random.SystemRandom().randrange(10**6))))
@@ -249,7 +249,7 @@ def check_records(runs: list[Run]) -> None:
         assert run.duration_seconds is not None and run.duration_seconds >= 0, what
         assert run.outcome, what
         assert run.log_path is not None, f"{what}: no log"
-        text = Path(run.log_path).read_text(errors="replace")
+        text = log_text(run)
         assert "run ended" in text or "closed as LOST" in text, f"{what}: its log does not say how it ended"
         if run.status is RunStatus.TIMED_OUT:
             assert run.task == "hangs", what
@@ -288,9 +288,9 @@ def test_recovery_ends_a_lost_runs_log_with_why_and_gives_one_to_a_run_without(t
 
     given = store.get_run(unprepared.id)
     assert given.status is RunStatus.LOST and given.log_path is not None
-    assert Path(given.log_path) == tmp_path / "workspace" / "runs" / unprepared.id / "output.log"
-    assert "[peach] run closed as LOST at restart: the scheduler stopped" in Path(given.log_path).read_text()
-    lines = halfway_log.read_text().splitlines()
+    assert Path(given.log_path) == tmp_path / "workspace" / "runs" / unprepared.id / "output.log.gz"
+    assert "[peach] run closed as LOST at restart: the scheduler stopped" in log_text(given)
+    lines = log_text(store.get_run(halfway.id)).splitlines()  # compressed when the run was settled
     assert lines[0] == "2026-01-01T00:00:00.000Z half a line"
     assert lines[1].endswith(
         "[peach] run closed as LOST at restart: " + (store.get_run(halfway.id).outcome or "")

@@ -2,18 +2,16 @@
 two commits of a real git repository (SQLite)."""
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from scheduler import runlogs
 from scheduler.config import load_config
 from scheduler.models import RunTrigger
 from scheduler.records import Run
 from scheduler.service import Service
 from tests.browser import ARTIFACTS
-from tests.orgs import commit, org_repo, tasks_files, write_config
+from tests.orgs import commit, log_text, org_repo, tasks_files, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +100,7 @@ def test_rerun_needs_the_token_and_runs_the_old_commit(history: tuple[Service, R
     expect(page.locator("#status")).to_contain_text(f"rerun of run {run_a.id}: accepted")
     rerun = next(run for run in service.once() if run.trigger is RunTrigger.RERUN)
     assert (rerun.rerun_of, rerun.version) == (run_a.id, run_a.version)
-    assert "code A <b>bold</b>" in runlogs.read(Path(rerun.log_path) if rerun.log_path else None)[0].decode()
+    assert "code A <b>bold</b>" in log_text(rerun)
 
     row = page.locator(f'#runs tr[data-run="{rerun.id}"]')
     expect(row).to_contain_text(f"(rerun of {run_a.id})", timeout=15_000)  # the next refresh shows it

@@ -18,7 +18,6 @@ import pytest
 from executors.base import RunRequest
 from executors.environments import EnvironmentStore
 from executors.spark import submit_command
-from scheduler import runlogs
 from scheduler.config import Organisation, Resources, SparkSettings, load_config
 from scheduler.database import default_url
 from scheduler.definitions import load_definitions
@@ -32,7 +31,7 @@ from scheduler.state import Store
 from tests.backends import create_database, drop_database
 from tests.executor_fixtures import make_wheel
 from tests.fake_rm import FakeResourceManager
-from tests.orgs import QUICK, commit, git, org_repo, tasks_files, write_config
+from tests.orgs import QUICK, commit, git, log_text, org_repo, tasks_files, write_config
 from tests.test_spark_yarn import make_executor, started
 from tests.test_spark_yarn import request as yarn_request
 
@@ -95,10 +94,6 @@ def http(service: Service, method: str, path: str, token: str | None = None) -> 
             return error.code, json.loads(error.read())
 
 
-def log_of(run: Run) -> str:
-    return runlogs.read(Path(run.log_path) if run.log_path else None)[0].decode()
-
-
 def only(runs: list[Run], trigger: RunTrigger, task: str = "job") -> Run:
     (found,) = [run for run in runs if run.trigger is trigger and run.task == task]
     return found
@@ -130,8 +125,8 @@ def test_rerun_runs_the_recorded_commit_with_its_pins_and_diff_shows_the_changes
     repo, config = repo_of(service), config_of(service)
     commit_a = git(repo, "rev-parse", "HEAD")
     run_a = only(service.once(), RunTrigger.SCHEDULE)
-    assert run_a.status is RunStatus.SUCCEEDED, log_of(run_a)
-    assert "code A first peachpin 1.0 peachbase 1.0" in log_of(run_a)
+    assert run_a.status is RunStatus.SUCCEEDED, log_text(run_a)
+    assert "code A first peachpin 1.0 peachbase 1.0" in log_text(run_a)
 
     manifest_a = service.store.get_manifest(run_a.id)
     assert manifest_a.commit == commit_a == run_a.version
@@ -150,7 +145,7 @@ def test_rerun_runs_the_recorded_commit_with_its_pins_and_diff_shows_the_changes
     files = tasks_files("alpha", {"job": job("B", "peachpin==2.0", "second"), "other": (QUICK, {})})
     commit_b = commit(repo, files, "B: new code, args and pin")
     run_b = only(service.once(), RunTrigger.SCHEDULE)
-    assert run_b.version == commit_b and "code B second peachpin 2.0 peachbase 1.1" in log_of(run_b)
+    assert run_b.version == commit_b and "code B second peachpin 2.0 peachbase 1.1" in log_text(run_b)
 
     # The environments of A are gone: the rerun must install A's exact set again (peachbase 1.1 exists now).
     service.runtime.executors["python"].environments.evict(max_age=0)  # type: ignore[attr-defined]
@@ -162,9 +157,9 @@ def test_rerun_runs_the_recorded_commit_with_its_pins_and_diff_shows_the_changes
     runs = service.once()
     rerun = only(runs, RunTrigger.RERUN)
     assert only(runs, RunTrigger.SCHEDULE).version == commit_b  # the loop's own run stays at the head
-    assert rerun.status is RunStatus.SUCCEEDED, log_of(rerun)
+    assert rerun.status is RunStatus.SUCCEEDED, log_text(rerun)
     assert (rerun.rerun_of, rerun.version) == (run_a.id, commit_a)
-    assert "code A first peachpin 1.0 peachbase 1.0" in log_of(rerun)
+    assert "code A first peachpin 1.0 peachbase 1.0" in log_text(rerun)
     again = service.store.get_manifest(rerun.id)
     assert again.requirements == again.frozen == manifest_a.frozen
     assert again.args == manifest_a.args and again.definition == manifest_a.definition

@@ -20,7 +20,7 @@ from scheduler.repos import checkout_name
 from scheduler.service import Service
 from tests.backends import create_database, drop_database
 from tests.gitserver import Upstream, git, git_http
-from tests.orgs import QUICK, org_repo
+from tests.orgs import QUICK, log_text, org_repo
 
 pytestmark = pytest.mark.slow
 
@@ -155,7 +155,7 @@ def get(scene: Scene, path: str) -> bytes:
 
 def test_task_environment_holds_no_scheduler_secret(scene: Scene) -> None:
     (run,) = scene.service.store.list_runs(codops="alpha", task="dump")
-    log = Path(run.log_path or "").read_text()
+    log = log_text(run)
     assert "ENVIRON" in log and "PROC" in log and f"PEACH_RUN_ID={run.id}" in log  # the dump did run
     for secret in (*SECRETS, "ALPHA_GIT_TOKEN", "PEACH_TEST_TOKEN", "PEACH_STATE_URL", "postgresql"):
         assert secret not in log
@@ -209,5 +209,5 @@ def test_paths_never_reach_another_organisations_checkout(scene: Scene, name: st
     assert shared and "never at files on the scheduler" in shared[0].message
     for run in store.list_runs(limit=500):
         if run.codops == "alpha" and run.log_path:
-            assert BETA_SECRET not in Path(run.log_path).read_text()
+            assert BETA_SECRET not in log_text(run)
     assert BETA_SECRET not in json.dumps([p.as_dict() for p in store.problems("alpha")])
