@@ -108,6 +108,7 @@ class PythonExecutor(Executor):
             env = self._environment(request)
         except EnvironmentBuildError as exc:
             log_path.write_text(f"[peach] run {request.run_id}: {exc}\n\n{exc.details}")
+            exc.log_path = log_path
             log.warning("run %s: task %s: no environment: %s", request.run_id, request.task.key, exc)
             raise
         try:

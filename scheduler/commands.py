@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from scheduler.errors import ConfigError, PeachError
 
@@ -30,16 +30,26 @@ RUN_COLUMNS = ["id", "codops", "task", "status", "short_version", "started_at", 
 log = logging.getLogger(__name__)
 
 
-def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_command(
+    commands: Commands, name: str, handler: Any, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand reading the operator configuration (``--config``), its errors printed, not raised."""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="operator configuration (default: $PEACH_CONFIG, else the embedded default)",
+    )
+    parser.set_defaults(handler=lambda args: _guarded(handler, args))
+    return parser
+
+
+def register(commands: Commands) -> None:
     def command(name: str, handler: Any, help: str, description: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help, description=description)
-        parser.add_argument(
-            "--config",
-            type=Path,
-            help="operator configuration (default: $PEACH_CONFIG, else the embedded default)",
-        )
-        parser.set_defaults(handler=lambda args: _guarded(handler, args))
-        return parser
+        return add_command(commands, name, handler, help, description)
 
     run = command(
         "run",

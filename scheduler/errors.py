@@ -3,6 +3,8 @@
 Exit codes exist only at the CLI boundary (scheduler.cli).
 """
 
+from pathlib import Path
+
 
 class PeachError(Exception):
     """Root of every error peach-scheduler raises on purpose."""
@@ -46,12 +48,14 @@ class SyncTimeoutError(SyncError, TimeoutError):
 class EnvironmentBuildError(PeachError, RuntimeError):
     """A task's Python environment could not be built (or is waiting out its backoff after a failure).
 
-    ``details`` holds the builder's full output; ``retry_at`` the wall-clock time of the next attempt.
+    ``details`` holds the builder's full output; ``retry_at`` the wall-clock time of the next attempt;
+    ``log_path`` the run's log that says so, once an executor wrote one.
     """
 
     def __init__(self, message: str, details: str = "", retry_at: float | None = None) -> None:
         super().__init__(message)
         self.message, self.details, self.retry_at = message, details, retry_at
+        self.log_path: Path | None = None
 
 
 class ExecutionError(PeachError, RuntimeError):

@@ -8,24 +8,13 @@ checkouts (the workspace of the operator configuration).
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Any
 
-from scheduler.commands import EXIT_OK, _config, _guarded, _store
+from scheduler.commands import EXIT_OK, Commands, _config, _store, add_command
 
 
-def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    def command(name: str, handler: Any, help: str, description: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help, description=description)
-        parser.add_argument(
-            "--config",
-            type=Path,
-            help="operator configuration (default: $PEACH_CONFIG, else the embedded default)",
-        )
-        parser.set_defaults(handler=lambda args: _guarded(handler, args))
-        return parser
-
-    rerun = command(
+def register(commands: Commands) -> None:
+    rerun = add_command(
+        commands,
         "rerun",
         _rerun,
         "run a past run again, at its commit",
@@ -35,7 +24,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     )
     rerun.add_argument("run_id", metavar="RUN_ID")
     rerun.add_argument("--json", action="store_true", help="print the request as JSON")
-    diff = command(
+    diff = add_command(
+        commands,
         "diff",
         _diff,
         "show what changed between two runs of a task",

@@ -23,7 +23,7 @@ from executors.progress import Progress
 from scheduler import manifests
 from scheduler.artifacts import ArtifactPolicy, settle
 from scheduler.definitions import LoopLimits, Task
-from scheduler.errors import AlreadyRunning, PeachError
+from scheduler.errors import AlreadyRunning, EnvironmentBuildError, PeachError
 from scheduler.metrics import Metrics
 from scheduler.models import RunStatus, RunTrigger
 from scheduler.records import Run
@@ -154,6 +154,9 @@ def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: 
         execution = executor.prepare(RunRequest(run.id, task, timeout, version or ""))
     except PeachError as exc:
         _record_manifest(runtime, run, task, version, None)
+        if isinstance(exc, EnvironmentBuildError) and exc.log_path is not None:  # the installer's output
+            attach = partial(runtime.store.attach, run.id, log_path=str(exc.log_path))
+            _persist(attach, f"run {run.id}: recording its log", runtime.metrics)
         return Outcome(Status.FAILED, f"not started: {exc}", error=str(exc))
     pending: dict[str, Any] = {"log_path": str(execution.log_path)}
     if _attach(runtime, run, pending):

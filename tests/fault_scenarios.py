@@ -520,6 +520,7 @@ def uv_failing(root: Path) -> Report:
             report.affected = f"needs: {tally(during)}; other tasks: {tally(others)}"
             report.facts = {
                 "outcomes": [r.outcome for r in during],
+                "logs": [log_text(r) if r.log_path else None for r in during],
                 "builds_failed": builds,
                 "attempts": attempts,
                 "others": [r.status for r in others],

@@ -27,9 +27,7 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +39,7 @@ from scheduler.records import Run
 from scheduler.service import Service
 from scheduler.state import Store
 from tests.backends import create_database, drop_database, wait_for
+from tests.conftest import start_service
 from tests.orgs import log_text, org_repo, write_config
 
 KILLS = int(os.environ.get("PEACH_CRASH_KILLS", "6"))
@@ -107,27 +106,6 @@ def make_orgs(root: Path, stamps: Path) -> dict[str, Path]:
     return repos
 
 
-def start(config: Path, log: Path) -> "subprocess.Popen[bytes]":
-    with log.open("ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "run", "--config", str(config)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PEACH_TEST_TOKEN": "t"},
-        )
-
-
-@pytest.fixture
-def services() -> Iterator[list["subprocess.Popen[bytes]"]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def all_runs(store: Store) -> list[Run]:
     runs: list[Run] = []
     while page := store.list_runs(limit=1000, before=runs[-1].id if runs else None):
@@ -150,7 +128,7 @@ def crash_and_restart(tmp_path: Path, state_url: str | None, kills: int, service
     with_runs = 0
     for kill in range(kills):
         before = {run.id for run in all_runs(store)}
-        services.append(service := start(config, log))
+        services.append(service := start_service(config, log))
         if rng.random() < 0.3 and (with_runs or kill < kills - 1):  # during start-up: migrations,
             # recovery, the first syncs (the last kill waits for runs if none was hit yet)
             moment = rng.uniform(0.0, 2.0)
@@ -170,7 +148,7 @@ def crash_and_restart(tmp_path: Path, state_url: str | None, kills: int, service
 
     # the last start recovers, runs again, and is stopped gracefully (SIGTERM, 2 s drain, then kill)
     before = {run.id for run in all_runs(store)}
-    services.append(service := start(config, log))
+    services.append(service := start_service(config, log))
     wait_for(
         lambda: [r for r in all_runs(store) if r.id not in before and r.status.final],
         90,

@@ -107,6 +107,7 @@ def test_uv_failing_fails_the_run_with_the_installer_error_and_backs_off(tmp_pat
         for outcome in facts["outcomes"]
     )
     assert any("next try in" in outcome for outcome in facts["outcomes"]), "backoff refused some attempts"
+    assert all(log and "could not install 'peachfault==1.0'" in log for log in facts["logs"]), facts["logs"]
     assert facts["builds_failed"] < facts["attempts"]
     assert facts["others"] and set(facts["others"]) == {OK}
     assert "from the index" in facts["after_log"]

@@ -5,42 +5,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from executors.process import find_run_processes
 from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.state import Store
 from tests.backends import wait_for
+from tests.conftest import start_service
 from tests.orgs import FAIL, FAMILY, QUICK, SPEC_RUN_FIELDS, org_repo, write_config
 
 SHORT = (
     "import time\n\ndef main():\n    print('working', flush=True)\n    time.sleep(3)\n    print('finished')\n"
 )
-
-
-def start(config: Path, log: Path) -> "subprocess.Popen[bytes]":
-    with log.open("ab") as output:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "run", "--config", str(config)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PEACH_TEST_TOKEN": "t"},
-        )
-
-
-@pytest.fixture
-def services() -> Iterator[list["subprocess.Popen[bytes]"]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,7 +34,7 @@ def test_restart_after_kill_9_leaves_no_run_running_and_no_orphan(tmp_path: Path
     repo = org_repo(tmp_path, "alpha", {"family": (FAMILY, {})})
     config = write_config(tmp_path, {"alpha": repo})
     store = Store.from_url(load_config(config).database_url)
-    services.append(first := start(config, tmp_path / "service.log"))
+    services.append(first := start_service(config, tmp_path / "service.log"))
     run = wait_for(lambda: [r for r in store.running_runs() if r.pid], 60, "a running run with its pid")[0]
     wait_for(lambda: len(find_run_processes(run.id)) >= 3, 30, "the task, its children and the setsid one")
 
@@ -65,7 +42,7 @@ def test_restart_after_kill_9_leaves_no_run_running_and_no_orphan(tmp_path: Path
     first.wait()
     assert len(find_run_processes(run.id)) >= 3  # orphans: what recovery must find
 
-    services.append(second := start(config, tmp_path / "service.log"))
+    services.append(second := start_service(config, tmp_path / "service.log"))
     lost = wait_for(lambda: store.get_run(run.id).status.final and store.get_run(run.id), 60, "recovery")
     assert lost.status is RunStatus.LOST
     assert "the scheduler restarted while this run was going" in (lost.outcome or "")
@@ -84,14 +61,14 @@ def test_first_sigterm_drains_second_kills(tmp_path: Path, services: list) -> No
     config = write_config(tmp_path, {"alpha": repo}, drain="5m")
     store = Store.from_url(load_config(config).database_url)
 
-    services.append(service := start(config, tmp_path / "a.log"))
+    services.append(service := start_service(config, tmp_path / "a.log"))
     run = wait_for(lambda: store.running_runs(), 60, "a running run")[0]
     service.send_signal(signal.SIGTERM)
     assert service.wait(60) == 0
     assert store.get_run(run.id).status is RunStatus.SUCCEEDED  # drained: it finished its work
     assert len(store.list_runs(codops="alpha")) == 1  # and no new run started
 
-    services.append(service := start(config, tmp_path / "b.log"))
+    services.append(service := start_service(config, tmp_path / "b.log"))
     run = wait_for(lambda: store.running_runs(), 60, "a running run")[0]
     service.send_signal(signal.SIGTERM)
     # signals of one kind do not queue: send the second once the first was handled
