@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from executors.logs import append_note
 from scheduler import runlogs
 from scheduler.errors import PeachError
 from scheduler.models import ArtifactsState
@@ -164,9 +165,13 @@ def settle(store: Store, run_id: str, policy: ArtifactPolicy) -> Collected | Non
             store.record_artifacts(run_id, [], note)
         log.info("run %s of %s/%s: %s", run_id, run.codops, run.task, note)
     if log_path is not None and not log_path.name.endswith(runlogs.GZ) and log_path.is_file():
-        if note:
-            runlogs.append_note(log_path, note)
-        packed = runlogs.compress(log_path)
+        try:
+            if note:
+                append_note(log_path, note)
+            packed = runlogs.compress(log_path)
+        except OSError as exc:  # a full disk: the plain log stays, complete as far as it goes
+            log.warning("run %s: its log stays uncompressed: %s", run_id, exc)
+            return collected
         store.attach(run_id, log_path=str(packed))
         log_path.unlink(missing_ok=True)
     return collected

@@ -12,10 +12,7 @@ import gzip
 import os
 import secrets
 import shutil
-import time
 from pathlib import Path
-
-from executors.logs import note_line
 
 GZ = ".gz"
 _CHUNK = 1024 * 1024
@@ -70,9 +67,3 @@ def _read(found: Path, start: int, end: int | None) -> tuple[bytes, int]:
         size = os.fstat(plain.fileno()).st_size
         plain.seek(start)
         return plain.read(-1 if end is None else max(0, end - start + 1)), size
-
-
-def append_note(path: Path, text: str) -> None:
-    """Add a ``[peach]`` line to a finished run's plain log (before it is compressed)."""
-    with path.open("ab") as log:
-        log.write(note_line(text, time.time()))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,6 +31,7 @@ from scheduler.state import Store
 from scheduler.taskspec import METADATA_LOOP
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class KillRequests:
@@ -108,8 +109,9 @@ def execute(
     except Exception as exc:  # a bug of ours must not take the loop down, nor leave the run RUNNING
         log.exception("run %s of %s: supervision failed", run.id, task.key)
         outcome = Outcome(Status.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
-    try:  # keep the run's artifacts, compress its log
-        collected = settle(runtime.store, run.id, runtime.artifacts)
+    try:  # keep the run's artifacts, compress its log (again, once the database answers)
+        keeping = partial(settle, runtime.store, run.id, runtime.artifacts)
+        collected = _persist(keeping, f"run {run.id}: keeping its artifacts and log", runtime.metrics)
         if collected is not None:
             runtime.metrics.artifacts_collected(collected.kept_bytes, len(collected.dropped))
     except Exception:
@@ -131,7 +133,7 @@ def execute(
     return finished
 
 
-def _persist(write: Callable[[], Run], what: str, metrics: Metrics | None = None, attempts: int = 8) -> Run:
+def _persist(write: Callable[[], T], what: str, metrics: Metrics | None = None, attempts: int = 8) -> T:
     """Retry a write that must not be lost (a run left RUNNING would wait for a restart to be closed)."""
     for attempt in range(1, attempts + 1):
         try:

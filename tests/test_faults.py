@@ -13,9 +13,11 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from executors.logs import CappedLog, LogLimits
+from scheduler.artifacts import ArtifactPolicy, settle
 from scheduler.config import load_config
 from scheduler.models import RunStatus
 from scheduler.service import Service
+from scheduler.state import Store
 from tests.fault_scenarios import (
     database_restart,
     disk_full,
@@ -24,6 +26,7 @@ from tests.fault_scenarios import (
     resourcemanager,
     uv_failing,
 )
+from tests.faultkit import fill, small_disk
 from tests.orgs import QUICK, org_repo, write_config
 
 pytestmark = pytest.mark.faults
@@ -126,6 +129,22 @@ def test_a_log_on_a_full_disk_is_cut_short_and_says_why(tmp_path: Path) -> None:
     log.close()
     assert log.failure == "[Errno 28] No space left on device"
     assert log.dropped == log.total > 0
+
+
+def test_a_finished_log_on_a_full_disk_stays_plain_and_complete(tmp_path: Path) -> None:
+    """Settling a run (its note, then compression) on a full disk keeps the plain log, never raises."""
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        store = Store.from_url(f"sqlite:///{tmp_path / 'state.db'}")
+        log = disk / "output.log"
+        log.write_text("2026-01-01T00:00:00.000Z the run's output\n")
+        run = store.start_run("alpha", "ok", loop="alpha", executor="python", version=None, log_path=str(log))
+        store.set_artifacts_dir(run.id, None, "no artifacts directory: say so in the log")
+        fill(disk)
+        assert settle(store, run.id, ArtifactPolicy()) is None
+        assert store.get_run(run.id).log_path == str(log)
+        assert log.read_text().startswith("2026-01-01T00:00:00.000Z the run's output\n")  # (+ the note)
+        assert not list(disk.glob("*.gz")) and not list(disk.glob(".*partial"))
+        store.close()
 
 
 def test_a_run_goes_on_when_recording_its_pid_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
