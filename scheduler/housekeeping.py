@@ -1,4 +1,5 @@
-"""The service's housekeeping thread: artifacts retention, every ``artifacts.prune_interval``.
+"""The service's housekeeping thread: artifacts retention, every ``artifacts.prune_interval``, and the
+removal of rerun directories a killed service left behind (``scheduler.reruns.remove_leftovers``).
 
 One pass deletes the artifacts of runs past their task's last ``keep_runs`` runs that are not marked keep
 (``scheduler.artifacts.prune``) and sets the kept-bytes gauge from the store. A failing pass (the
@@ -7,6 +8,7 @@ database restarting) is logged and tried again at the next interval; it never st
 
 import logging
 import threading
+from collections.abc import Callable
 
 from scheduler.artifacts import ArtifactPolicy, prune
 from scheduler.metrics import Metrics
@@ -16,9 +18,17 @@ log = logging.getLogger(__name__)
 
 
 class Housekeeping(threading.Thread):
-    def __init__(self, store: Store, metrics: Metrics, policy: ArtifactPolicy, interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        policy: ArtifactPolicy,
+        interval: float,
+        leftovers: Callable[[], object] | None = None,
+    ) -> None:
         super().__init__(name="housekeeping", daemon=True)
         self.store, self.metrics, self.policy, self.interval = store, metrics, policy, interval
+        self.leftovers = leftovers
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -29,6 +39,13 @@ class Housekeeping(threading.Thread):
 
     def run_pass(self) -> int:
         """One retention pass; returns how many runs' artifacts it pruned."""
+        if self.leftovers is not None:
+            try:
+                self.leftovers()
+            except Exception:
+                log.exception(
+                    "housekeeping: removing rerun leftovers failed; trying again in %g s", self.interval
+                )
         try:
             runs, freed = prune(self.store, self.policy)
             _, kept = self.store.artifact_totals()

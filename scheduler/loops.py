@@ -126,10 +126,7 @@ class Loop(threading.Thread):
         try:
             runs = self.pass_once()
         except SQLAlchemyError as exc:  # the state database does not answer: the next pass tries again
-            self.runtime.metrics.state_error("loop")
-            log.warning(
-                "loop %s: pass cut short, the state database does not answer: %s", self.loop_name, exc
-            )
+            self.state_unavailable("pass cut short", exc)
             runs = []
         except Exception:  # a bug of ours: log it, count the pass, and try again next pass
             log.exception("loop %s: pass failed", self.loop_name)
@@ -140,6 +137,11 @@ class Loop(threading.Thread):
 
     def pass_once(self) -> list[Run]:
         raise NotImplementedError
+
+    def state_unavailable(self, what: str, exc: SQLAlchemyError) -> None:
+        """The state database did not answer: counted, and one line in the log (not a traceback)."""
+        self.runtime.metrics.state_error("loop")
+        log.warning("loop %s: %s, the state database does not answer: %s", self.loop_name, what, exc)
 
     def due(self, task: Task, triggered: set[tuple[str, str]]) -> bool:
         key = (task.codops, task.name)
@@ -179,7 +181,10 @@ class Loop(threading.Thread):
                 continue
             try:
                 run = organisation.rerun(request)
-            except Exception:  # a bug of ours, or the store: the loop goes on
+            except SQLAlchemyError as exc:
+                self.state_unavailable(f"rerun of {request.rerun_of} not done", exc)
+                continue
+            except Exception:  # a bug of ours: the loop goes on
                 log.exception("loop %s: rerun of %s failed", self.loop_name, request.rerun_of)
                 continue
             if run is not None:
@@ -266,6 +271,9 @@ class MetadataLoop(Loop):
     def _one(self, codops: str, name: str, triggered: set[tuple[str, str]]) -> Run | None:
         try:
             return self.run_due(self.organisations[codops], name, triggered)
+        except SQLAlchemyError as exc:  # as in a pass: one line, counted; the next pass tries again
+            self.state_unavailable(f"{codops}/{name} not run", exc)
+            return None
         except Exception:  # one organisation's failure must not end the pass for the others
             log.exception("loop metadata: %s/%s failed", codops, name)
             return None

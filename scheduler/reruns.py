@@ -13,6 +13,12 @@ loop then:
 4. removes the directory.
 
 When the commit or the task is gone, the rerun is still recorded, as a FAILED run saying why.
+
+A service killed mid-rerun (SIGKILL) leaves its directory behind. Nothing stops two processes (``run``
+and ``once``) from sharing a workspace, so ``remove_leftovers`` (at restart recovery and every
+housekeeping pass) only removes a directory that no RUNNING run in the store is a rerun of and that is
+older than the longest a run can take (the longest loop timeout, plus a margin for environment builds,
+kill grace and log collection).
 """
 
 import logging
@@ -20,6 +26,7 @@ import secrets
 import shutil
 import subprocess
 import tarfile
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -29,10 +36,12 @@ from scheduler.errors import PeachError, RerunError
 from scheduler.models import RunStatus, RunTrigger
 from scheduler.records import Manifest, Run, Trigger
 from scheduler.runs import Runtime, execute
+from scheduler.state import Store
 
 log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 120.0
+LEFTOVER_MARGIN = 1800.0  # seconds past the longest loop timeout before a rerun directory is a leftover
 
 
 def find_checkout(checkouts: Sequence[Path], commit: str, codops: str, timeout: float = GIT_TIMEOUT) -> Path:
@@ -98,7 +107,7 @@ def rerun(
     assert request.rerun_of is not None
     store = runtime.store
     original = store.get_run(request.rerun_of)
-    target = workspace / "reruns" / f"{original.id}-{secrets.token_hex(3)}"
+    target = rerun_directory(workspace, original.id)
     try:
         manifest = store.get_manifest(original.id)
         if manifest.commit is None:
@@ -123,6 +132,38 @@ def rerun(
         return _not_started(runtime, original, str(exc))
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+def rerun_directory(workspace: Path, original: str) -> Path:
+    """A fresh directory name for a rerun of run ``original``: ``<workspace>/reruns/<original>-<hex>``."""
+    return workspace / "reruns" / f"{original}-{secrets.token_hex(3)}"
+
+
+def remove_leftovers(
+    workspace: Path, store: Store, limits: LoopLimits, now: float | None = None
+) -> list[Path]:
+    """Remove the rerun directories no run can still be using (see the module's docstring); the removed."""
+    root = workspace / "reruns"
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    oldest = max(limits.codops, limits.metadata) + LEFTOVER_MARGIN
+    in_use = {run.rerun_of for run in store.running_runs() if run.rerun_of}
+    removed = []
+    for entry in sorted(root.iterdir()):
+        try:
+            age = now - entry.lstat().st_mtime
+        except FileNotFoundError:  # its rerun has just ended
+            continue
+        if entry.name.rpartition("-")[0] in in_use or age < oldest:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        log.info("removed the rerun leftover %s (%.0f s old)", entry, age)
+        removed.append(entry)
+    return removed
 
 
 def _not_started(runtime: Runtime, original: Run, why: str) -> Run | None:

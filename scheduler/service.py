@@ -1,9 +1,9 @@
 """The service: everything built from the operator configuration, started, and stopped in two steps.
 
-``start`` settles the runs a previous process left RUNNING (restart recovery), then starts the HTTP
-server and one thread per loop. ``request_stop`` (first SIGTERM) stops the loops from starting runs and
-lets the running ones finish; ``request_force_stop`` (second signal, or the drain deadline) kills them,
-and they are closed as ``KILLED``.
+``start`` settles the runs a previous process left RUNNING and removes its rerun leftovers (restart
+recovery), then starts the HTTP server and one thread per loop. ``request_stop`` (first SIGTERM) stops
+the loops from starting runs and lets the running ones finish; ``request_force_stop`` (second signal,
+or the drain deadline) kills them, and they are closed as ``KILLED``.
 """
 
 import logging
@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from executors.base import Executor
 from executors.environments import EnvironmentStore
@@ -24,7 +25,7 @@ from executors.process import PROC, find_run_processes, stop_run
 from executors.python import PythonExecutor
 from executors.spark import SparkExecutor
 from executors.yarn import ResourceManager
-from scheduler import dashboard
+from scheduler import dashboard, reruns
 from scheduler.api import create_app
 from scheduler.artifacts import ArtifactPolicy, settle
 from scheduler.config import Config
@@ -89,7 +90,9 @@ class Service:
         }
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
         self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits, artifacts=policy)
-        self.housekeeping = Housekeeping(self.store, self.metrics, policy, config.artifacts.prune_interval)
+        self.housekeeping = Housekeeping(
+            self.store, self.metrics, policy, config.artifacts.prune_interval, self.remove_rerun_leftovers
+        )
         board = MetadataBoard()
         self.organisations = {
             codops: OrganisationSource(codops, syncs, self.runtime, board)
@@ -240,8 +243,17 @@ class Service:
             self.metrics.run_finished(finished)
             log.warning("run %s of %s/%s closed as LOST: %s", run.id, run.codops, run.task, outcome)
             closed.append(finished)
+        self.remove_rerun_leftovers()
         self._recovered = True
         return closed
+
+    def remove_rerun_leftovers(self) -> list[Path]:
+        """Rerun directories a killed service left behind that no run can still be using."""
+        try:
+            return reruns.remove_leftovers(self.config.workspace, self.store, self.config.loops.limits)
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("rerun leftovers not removed: %s", exc)
+            return []
 
     def _note_lost(self, run: Run, outcome: str) -> None:
         """End the run's log with why it was closed, so that it does not just stop mid-output. A run the

@@ -105,3 +105,36 @@ def test_rerun_needs_the_token_and_runs_the_old_commit(history: tuple[Service, R
     row = page.locator(f'#runs tr[data-run="{rerun.id}"]')
     expect(row).to_contain_text(f"(rerun of {run_a.id})", timeout=15_000)  # the next refresh shows it
     assert TOKEN not in page.url
+
+
+def test_keep_toggle_needs_the_token_and_marks_the_run_in_the_store(
+    history: tuple[Service, Run, Run], page: Page
+) -> None:
+    service, run_a, _ = history
+    open_job(page, service)
+    keep = page.locator(f'#runs tr[data-run="{run_a.id}"] button.keep')
+    expect(keep).to_have_text("Keep")
+    expect(keep).to_have_attribute("aria-pressed", "false")
+
+    keep.click()  # no token: refused, nothing changes
+    expect(page.locator("#status")).to_contain_text(f"keep of run {run_a.id} refused (HTTP 401")
+    assert service.store.get_run(run_a.id).keep is False
+
+    page.evaluate("document.getElementById('status').textContent = ''")
+    page.fill("#token", "wrong-token")
+    keep.click()
+    expect(page.locator("#status")).to_contain_text(f"keep of run {run_a.id} refused (HTTP 401")
+    assert service.store.get_run(run_a.id).keep is False
+
+    page.fill("#token", TOKEN)
+    keep.click()
+    expect(page.locator("#status")).to_contain_text(f"keep of run {run_a.id}: accepted")
+    expect(keep).to_have_text("Kept")  # the refresh after the action shows the mark
+    expect(keep).to_have_attribute("aria-pressed", "true")
+    assert service.store.get_run(run_a.id).keep is True
+    shot(page, "keep")
+
+    keep.click()  # a kept run's button takes the mark off
+    expect(page.locator("#status")).to_contain_text(f"unkeep of run {run_a.id}: accepted")
+    expect(keep).to_have_text("Keep")
+    assert service.store.get_run(run_a.id).keep is False

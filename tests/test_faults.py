@@ -5,6 +5,7 @@ fault in metrics and run history, and recovers by itself (tests/fault_scenarios.
 ``bench/faults.py`` prints their figures).
 """
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -165,5 +166,33 @@ def test_a_run_goes_on_when_recording_its_pid_fails(tmp_path: Path, monkeypatch:
         assert (run.status, run.outcome, failures) == (OK, "exit code 0", [])
         assert run.pid is not None and run.log_path is not None
         assert metric(service, "peach_state_database_errors_total", source="run") == 3
+    finally:
+        service.close()
+
+
+def test_the_metadata_loop_logs_a_state_database_error_in_one_line_and_counts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    metadata = (QUICK, {"loop": "metadata"})
+    repos = {codops: org_repo(tmp_path, codops, {"fetch": metadata}) for codops in ("alpha", "beta")}
+    service = Service(load_config(write_config(tmp_path, repos)), environ={})
+    real = service.store.start_run
+
+    def down_for_alpha(codops: str, *args: Any, **kwargs: Any) -> Any:
+        if codops == "alpha":
+            raise OperationalError("INSERT INTO runs ...", {}, Exception("server closed the connection"))
+        return real(codops, *args, **kwargs)
+
+    monkeypatch.setattr(service.store, "start_run", down_for_alpha)
+    caplog.set_level(logging.WARNING, logger="scheduler.loops")
+    try:
+        runs = service.once()
+        assert [(run.codops, run.status) for run in runs] == [("beta", OK)], "beta's task still ran"
+        assert metric(service, "peach_state_database_errors_total", source="loop") == 1
+        [record] = [r for r in caplog.records if r.name == "scheduler.loops"]
+        assert (record.levelno, record.exc_info) == (logging.WARNING, None)
+        message = record.getMessage()
+        assert message.startswith("loop metadata: alpha/fetch not run, the state database does not answer: ")
+        assert "server closed the connection" in message and "Traceback" not in caplog.text
     finally:
         service.close()

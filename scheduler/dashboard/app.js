@@ -269,6 +269,14 @@ function renderRuns(runs, codops) {
     ran.addEventListener("click", () => showManifest(run).catch((error) => say(error.message, true)));
     const rerun = el("button", { type: "button", className: "rerun", "data-focus": `rerun:${run.id}`, title: "run again at this run's commit, with its dependency set and arguments" }, "Rerun");
     rerun.addEventListener("click", () => act(`${API}/runs/${encodeURIComponent(run.id)}/rerun`, `rerun of run ${run.id}`));
+    const keep = el(
+      "button",
+      { type: "button", className: "keep", "data-focus": `keep:${run.id}`, "aria-pressed": String(Boolean(run.keep)), title: run.keep ? "kept: retention never prunes its artifacts (click to unkeep)" : "keep this run's artifacts whatever the retention policy" },
+      run.keep ? "Kept" : "Keep",
+    );
+    keep.addEventListener("click", () =>
+      act(`${API}/runs/${encodeURIComponent(run.id)}/keep`, `${run.keep ? "unkeep" : "keep"} of run ${run.id}`, run.keep ? "DELETE" : "PUT"),
+    );
     const kill =
       run.status === "RUNNING" ? el("button", { type: "button", className: "kill", "data-focus": `kill:${run.id}` }, "Kill") : null;
     if (kill) kill.addEventListener("click", () => act(`${API}/runs/${encodeURIComponent(run.id)}/kill`, `kill of run ${run.id}`));
@@ -287,7 +295,7 @@ function renderRuns(runs, codops) {
       ),
       el("td", { className: "num" }, duration(run.duration_seconds)),
       el("td", {}, applicationLink(run)),
-      el("td", {}, log, " ", ran, " ", rerun, kill ? " " : null, kill),
+      el("td", {}, log, " ", ran, " ", rerun, " ", keep, kill ? " " : null, kill),
       el("td", {}, pick),
     );
   });
@@ -503,12 +511,12 @@ async function showAllLogs() {
   $("log-title").textContent = `Logs of ${rows.length} runs, oldest first`;
 }
 
-// -- actions: trigger and kill carry the token the user typed -----------------------------------------
+// -- actions: trigger, kill, rerun and keep carry the token the user typed -----------------------------
 
-async function act(path, what) {
+async function act(path, what, method = "POST") {
   const token = $("token").value.trim();
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  const response = await fetch(path, { method: "POST", headers });
+  const response = await fetch(path, { method, headers });
   if (response.ok) {
     say(`${what}: accepted`);
     refresh();
