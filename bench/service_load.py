@@ -27,6 +27,8 @@ Run: .venv/bin/python bench/service_load.py [--orgs 1000] [--tasks 10] [--second
 """
 
 import argparse
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -90,6 +92,25 @@ def rss_mib() -> float:
     return 0.0
 
 
+MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+MALLINFO2 += ("keepcost",)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2]
+
+
+def heap_mib() -> tuple[float, float, float]:
+    """(glibc malloc: bytes in use, bytes free but held in its arenas; SQLite's own memory), MiB."""
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = _Mallinfo2
+    info = mallinfo2()
+    sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")  # the one _sqlite3 uses
+    sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+    used = info.uordblks + info.hblkhd  # arenas' blocks in use plus mmapped blocks
+    return used / 2**20, info.fordblks / 2**20, sqlite.sqlite3_memory_used() / 2**20
+
+
 def count(path: Path) -> int:
     try:
         return len(os.listdir(path))
@@ -125,6 +146,9 @@ class Sample:
     finished: Counter[str]
     latencies: list[float]
     seen: int  # distinct tasks that have run at least once so far
+    malloc_used: float  # MiB glibc malloc has handed out and not had back
+    malloc_free: float  # MiB free inside malloc's arenas, not returned to the system (fragmentation)
+    sqlite: float  # MiB SQLite holds (page caches of the pooled connections, mostly)
     traced: float = float("nan")  # MiB of Python objects alive (with --tracemalloc)
     snapshot: tracemalloc.Snapshot | None = None  # the first steady-state window's (with --tracemalloc)
 
@@ -204,6 +228,7 @@ def sample(recorder: Recorder, started: float, tasks: int, first_steady: bool) -
         finished,
         latencies,
         len(recorder.seen),
+        *heap_mib(),
         traced,
         snapshot,
     )
@@ -229,14 +254,16 @@ def print_table(samples: list[Sample], window: float) -> None:
     print(
         f"{'t (s)':>6} {'RSS MiB':>8} {'fds':>5} {'threads':>7} {'children':>8} {'zombies':>7} "
         f"{'runs/s':>7} {'ok':>6} {'failed':>6} {'timeout':>7} {'other':>5} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'tasks run':>9}" + (f" {'traced MiB':>10}" if tracemalloc.is_tracing() else "")
+        f"{'tasks run':>9} {'malloc':>6} {'free':>5} {'sqlite':>6}"
+        + (f" {'traced MiB':>10}" if tracemalloc.is_tracing() else "")
     )
     for s in samples:
         ok, failed, timed = s.finished["SUCCEEDED"], s.finished["FAILED"], s.finished["TIMED_OUT"]
         print(
             f"{s.at:6.0f} {s.rss:8.1f} {s.fds:5d} {s.threads:7d} {s.children:8d} {s.zombies:7d} "
             f"{s.runs / window:7.1f} {ok:6d} {failed:6d} {timed:7d} {s.runs - ok - failed - timed:5d} "
-            f"{1000 * quantile(s.latencies, 50):7.0f} {1000 * quantile(s.latencies, 99):7.0f} {s.seen:9d}"
+            f"{1000 * quantile(s.latencies, 50):7.0f} {1000 * quantile(s.latencies, 99):7.0f} {s.seen:9d} "
+            f"{s.malloc_used:6.1f} {s.malloc_free:5.1f} {s.sqlite:6.1f}"
             + (f" {s.traced:10.1f}" if tracemalloc.is_tracing() else "")
         )
 
@@ -260,6 +287,10 @@ def verdict(samples: list[Sample], tasks: int) -> None:
     fds = slope_per_minute([(s.at, s.fds) for s in half])
     threads = slope_per_minute([(s.at, s.threads) for s in half])
     traced = slope_per_minute([(s.at, s.traced) for s in half])
+    used, free, sqlite = (
+        slope_per_minute([(s.at, getattr(s, name)) for s in half])
+        for name in ("malloc_used", "malloc_free", "sqlite")
+    )
     mean_rss = statistics.fmean(s.rss for s in half) if half else 0.0
     rss_flat = abs(rss) * 60 < 0.10 * mean_rss  # less than 10% of the RSS per hour at that slope
     print(
@@ -268,6 +299,10 @@ def verdict(samples: list[Sample], tasks: int) -> None:
         f"{abs(rss) * 60 / mean_rss * 100 if mean_rss else 0:.1f}% of {mean_rss:.0f} MiB per hour), "
         f"fds {fds:+.2f}/min, threads {threads:+.2f}/min"
         + (f", traced Python heap {traced:+.2f} MiB/min" if tracemalloc.is_tracing() else "")
+    )
+    print(
+        f"of RSS: malloc in use {used:+.2f} MiB/min, free in malloc's arenas {free:+.2f} MiB/min, "
+        f"SQLite {sqlite:+.2f} MiB/min (MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')})"
     )
     if first and last:
         p99_first, p99_last = quantile(first, 99), quantile(last, 99)
