@@ -346,7 +346,7 @@ def growth(samples: list[Sample], end: tracemalloc.Snapshot, top: int) -> None:
     )
     sites: dict[str, list[int]] = {}  # "allocated at <- product frame" -> [bytes, blocks]
     for d in diffs:
-        frames = list(d.traceback)
+        frames = list(reversed(d.traceback))  # the allocation first (a traceback lists the oldest first)
         ours = next((f for f in frames if f.filename.startswith(PRODUCT)), None)
         site = where(frames[0]) + (f"  <- {where(ours)}" if ours not in (None, frames[0]) else "")
         grown = sites.setdefault(site, [0, 0])
