@@ -15,11 +15,21 @@ service stops (threads, descriptors, children: a leak shows there), and a verdic
 least-squares slope of RSS, descriptors and threads over the last half of the run, and the p99 latency
 of the last half against the first.
 
+With ``--tracemalloc`` it also traces the Python heap (slower: about half the runs per second): a
+"traced MiB" column (the Python objects alive, after a garbage collection), its slope beside RSS's, and
+the top growth sites between the first steady-state window and the end (``--top``), so RSS growth can be
+told apart into Python objects (a leak or a cache shows as a site growing with the runs) and the
+allocator's own (arena fragmentation: RSS grows, traced memory does not; compare with
+``MALLOC_ARENA_MAX=2`` in the environment).
+
 Run: .venv/bin/python bench/service_load.py [--orgs 1000] [--tasks 10] [--seconds 300] [--window 15]
-     [--failing 2] [--timing-out 1] [--timeout 2s]
+     [--failing 2] [--timing-out 1] [--timeout 2s] [--tracemalloc] [--top 15]
 """
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import statistics
@@ -27,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,6 +92,25 @@ def rss_mib() -> float:
     return 0.0
 
 
+MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+MALLINFO2 += ("keepcost",)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2]
+
+
+def heap_mib() -> tuple[float, float, float]:
+    """(glibc malloc: bytes in use, bytes free but held in its arenas; SQLite's own memory), MiB."""
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = _Mallinfo2
+    info = mallinfo2()
+    sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")  # the one _sqlite3 uses
+    sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+    used = info.uordblks + info.hblkhd  # arenas' blocks in use plus mmapped blocks
+    return used / 2**20, info.fordblks / 2**20, sqlite.sqlite3_memory_used() / 2**20
+
+
 def count(path: Path) -> int:
     try:
         return len(os.listdir(path))
@@ -116,6 +146,11 @@ class Sample:
     finished: Counter[str]
     latencies: list[float]
     seen: int  # distinct tasks that have run at least once so far
+    malloc_used: float  # MiB glibc malloc has handed out and not had back
+    malloc_free: float  # MiB free inside malloc's arenas, not returned to the system (fragmentation)
+    sqlite: float  # MiB SQLite holds (page caches of the pooled connections, mostly)
+    traced: float = float("nan")  # MiB of Python objects alive (with --tracemalloc)
+    snapshot: tracemalloc.Snapshot | None = None  # the first steady-state window's (with --tracemalloc)
 
     @property
     def runs(self) -> int:
@@ -174,9 +209,15 @@ def unhook() -> None:
     _originals.clear()
 
 
-def sample(recorder: Recorder, started: float) -> Sample:
+def sample(recorder: Recorder, started: float, tasks: int, first_steady: bool) -> Sample:
     finished, latencies = recorder.take()
     kids, zombies = children()
+    traced, snapshot = float("nan"), None
+    if tracemalloc.is_tracing():
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] / 2**20
+        if first_steady and len(recorder.seen) >= tasks:
+            snapshot = tracemalloc.take_snapshot()
     return Sample(
         time.monotonic() - started,
         rss_mib(),
@@ -187,6 +228,9 @@ def sample(recorder: Recorder, started: float) -> Sample:
         finished,
         latencies,
         len(recorder.seen),
+        *heap_mib(),
+        traced,
+        snapshot,
     )
 
 
@@ -210,14 +254,17 @@ def print_table(samples: list[Sample], window: float) -> None:
     print(
         f"{'t (s)':>6} {'RSS MiB':>8} {'fds':>5} {'threads':>7} {'children':>8} {'zombies':>7} "
         f"{'runs/s':>7} {'ok':>6} {'failed':>6} {'timeout':>7} {'other':>5} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'tasks run':>9}"
+        f"{'tasks run':>9} {'malloc':>6} {'free':>5} {'sqlite':>6}"
+        + (f" {'traced MiB':>10}" if tracemalloc.is_tracing() else "")
     )
     for s in samples:
         ok, failed, timed = s.finished["SUCCEEDED"], s.finished["FAILED"], s.finished["TIMED_OUT"]
         print(
             f"{s.at:6.0f} {s.rss:8.1f} {s.fds:5d} {s.threads:7d} {s.children:8d} {s.zombies:7d} "
             f"{s.runs / window:7.1f} {ok:6d} {failed:6d} {timed:7d} {s.runs - ok - failed - timed:5d} "
-            f"{1000 * quantile(s.latencies, 50):7.0f} {1000 * quantile(s.latencies, 99):7.0f} {s.seen:9d}"
+            f"{1000 * quantile(s.latencies, 50):7.0f} {1000 * quantile(s.latencies, 99):7.0f} {s.seen:9d} "
+            f"{s.malloc_used:6.1f} {s.malloc_free:5.1f} {s.sqlite:6.1f}"
+            + (f" {s.traced:10.1f}" if tracemalloc.is_tracing() else "")
         )
 
 
@@ -239,6 +286,11 @@ def verdict(samples: list[Sample], tasks: int) -> None:
     rss = slope_per_minute([(s.at, s.rss) for s in half])
     fds = slope_per_minute([(s.at, s.fds) for s in half])
     threads = slope_per_minute([(s.at, s.threads) for s in half])
+    traced = slope_per_minute([(s.at, s.traced) for s in half])
+    used, free, sqlite = (
+        slope_per_minute([(s.at, getattr(s, name)) for s in half])
+        for name in ("malloc_used", "malloc_free", "sqlite")
+    )
     mean_rss = statistics.fmean(s.rss for s in half) if half else 0.0
     rss_flat = abs(rss) * 60 < 0.10 * mean_rss  # less than 10% of the RSS per hour at that slope
     print(
@@ -246,6 +298,11 @@ def verdict(samples: list[Sample], tasks: int) -> None:
         f"({'flat' if rss_flat else 'GROWING'}: "
         f"{abs(rss) * 60 / mean_rss * 100 if mean_rss else 0:.1f}% of {mean_rss:.0f} MiB per hour), "
         f"fds {fds:+.2f}/min, threads {threads:+.2f}/min"
+        + (f", traced Python heap {traced:+.2f} MiB/min" if tracemalloc.is_tracing() else "")
+    )
+    print(
+        f"of RSS: malloc in use {used:+.2f} MiB/min, free in malloc's arenas {free:+.2f} MiB/min, "
+        f"SQLite {sqlite:+.2f} MiB/min (MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')})"
     )
     if first and last:
         p99_first, p99_last = quantile(first, 99), quantile(last, 99)
@@ -254,6 +311,50 @@ def verdict(samples: list[Sample], tasks: int) -> None:
             f"dispatch p99: before {1000 * p99_first:.0f} ms, last half {1000 * p99_last:.0f} ms "
             f"(ratio {ratio:.2f}; {'stable' if ratio < 1.5 else 'DRIFTING'})"
         )
+
+
+REPO = str(Path(__file__).resolve().parent.parent)
+PRODUCT = tuple(f"{REPO}/{package}/" for package in ("scheduler", "executors", "queues"))
+
+
+def where(frame: tracemalloc.Frame) -> str:
+    name = frame.filename
+    for prefix in (f"{REPO}/", *(f"{p}/" for p in sys.path if p and "site-packages" in p)):
+        name = name.removeprefix(prefix)
+    return f"{name}:{frame.lineno}"
+
+
+def growth(samples: list[Sample], end: tracemalloc.Snapshot, top: int) -> None:
+    """The Python heap's top growth sites from the first steady-state window to the end, by allocation
+    site (its innermost frame) with the product's frame that led there."""
+    first = next((i for i, s in enumerate(samples) if s.snapshot is not None), None)
+    if first is None:
+        print("tracemalloc: no steady state reached, no growth sites (a longer run, or fewer organisations)")
+        return
+    start = samples[first].snapshot
+    assert start is not None
+    runs = sum(s.runs for s in samples[first + 1 :])
+    minutes = (samples[-1].at - samples[first].at) / 60
+    diffs = [d for d in end.compare_to(start, "traceback") if d.size_diff]
+    total = sum(d.size_diff for d in diffs)
+    rss = samples[-1].rss - samples[first].rss
+    print(
+        f"tracemalloc, t = {samples[first].at:.0f} s to {samples[-1].at:.0f} s "
+        f"({runs} runs, {minutes:.1f} min): "
+        f"Python heap {total / 2**20:+.2f} MiB ({total / max(runs, 1):+.0f} B per run), "
+        f"RSS {rss:+.1f} MiB ({rss * 2**20 / max(runs, 1):+.0f} B per run)"
+    )
+    sites: dict[str, list[int]] = {}  # "allocated at <- product frame" -> [bytes, blocks]
+    for d in diffs:
+        frames = list(reversed(d.traceback))  # the allocation first (a traceback lists the oldest first)
+        ours = next((f for f in frames if f.filename.startswith(PRODUCT)), None)
+        site = where(frames[0]) + (f"  <- {where(ours)}" if ours not in (None, frames[0]) else "")
+        grown = sites.setdefault(site, [0, 0])
+        grown[0] += d.size_diff
+        grown[1] += d.count_diff
+    print(f"{'KiB':>8} {'blocks':>7}  allocated at  <- product frame that led there")
+    for site, (size, blocks) in sorted(sites.items(), key=lambda item: -item[1][0])[:top]:
+        print(f"{size / 1024:+8.1f} {blocks:+7d}  {site}")
 
 
 def main() -> None:
@@ -266,6 +367,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--window", type=float, default=15)
     parser.add_argument("--bare-seconds", type=float, default=15)
+    parser.add_argument("--tracemalloc", action="store_true", help="trace the Python heap: growth sites")
+    parser.add_argument("--top", type=int, default=15, help="growth sites printed with --tracemalloc")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the timeouts are on purpose: keep their warnings out
     if args.failing + args.timing_out >= args.tasks:
@@ -302,6 +405,8 @@ def main() -> None:
         recorder = Recorder()
         hook(recorder)
         before = (count(PROC_SELF / "fd"), count(PROC_SELF / "task"), children()[0])
+        if args.tracemalloc:
+            tracemalloc.start(12)
         service = Service(load_config(config_path))
         started = time.monotonic()
         service.start()
@@ -310,7 +415,10 @@ def main() -> None:
         end = started + args.seconds
         while time.monotonic() < end - 0.01:
             time.sleep(min(args.window, end - time.monotonic()))  # the bench's clock: sample, sleep, sample
-            samples.append(sample(recorder, started))
+            first_steady = not any(s.snapshot for s in samples)
+            samples.append(sample(recorder, started, args.orgs * args.tasks, first_steady))
+        gc.collect()
+        end_snapshot = tracemalloc.take_snapshot() if args.tracemalloc else None
         stop = time.monotonic()
         service.request_force_stop()
         service.wait_stopped(60)
@@ -342,6 +450,8 @@ def main() -> None:
     )
     print(f"service.start() took {start_seconds:.1f} s ({args.orgs + 1} loop threads started)")
     verdict(samples, args.orgs * args.tasks)
+    if end_snapshot is not None:
+        growth(samples, end_snapshot, args.top)
     back = after[1] == before[1] and after[2] == 0
     print(f"threads back to their count before start and no child left after stop: {'yes' if back else 'NO'}")
 

@@ -45,6 +45,10 @@ class KillRequests:
         with self._lock:
             self._reasons[run_id] = reason
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._reasons)
+
     def take(self, run_id: str) -> str | None:
         with self._lock:
             return self._reasons.pop(run_id, None)
@@ -228,8 +232,17 @@ def _watch(runtime: Runtime, run: Run, execution: Execution, pending: dict[str, 
     """Wait for the run's end, a kill request or the service's stop; record its pid and YARN application
     as soon as they are known (again at every look while the state database does not answer)."""
     pending = {**pending, "pid": execution.pid, "pid_start": process_start(execution.pid)}
-    recorded_app: str | None = None
     progress = ProgressRecorder(runtime.store, run.id, runtime.progress_interval)
+    try:
+        return _follow(runtime, run, execution, pending, progress)
+    finally:  # a kill asked for as the run ended by itself is never taken: forget it, or it stays forever
+        runtime.kills.take(run.id)
+
+
+def _follow(
+    runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any], progress: ProgressRecorder
+) -> Outcome:
+    recorded_app: str | None = None
     while True:
         if pending and _attach(runtime, run, pending):
             pending = {}
