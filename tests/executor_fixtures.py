@@ -5,7 +5,7 @@ import hashlib
 import os
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import yaml
@@ -91,6 +91,18 @@ def marked_processes(run_id: str) -> list[int]:
         if f"PEACH_RUN_ID={run_id}".encode() in environ.split(b"\0"):
             found.append(int(entry))
     return found
+
+
+def no_survivors() -> Iterator[list[str]]:
+    """For a fixture: the runs a test starts; after it, none of their processes may be alive (survivors
+    are killed, then the test fails)."""
+    runs: list[str] = []
+    yield runs
+    survivors = {run: marked_processes(run) for run in runs}
+    for pids in survivors.values():
+        for pid in pids:
+            os.kill(pid, 9)  # only processes carrying our own run marker
+    assert not any(survivors.values()), f"processes survived their run: {survivors}"
 
 
 def alive(pid: int) -> bool:

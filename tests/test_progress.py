@@ -23,7 +23,7 @@ from executors.runner import progress_helper
 from scheduler.models import RunStatus
 from scheduler.runs import ProgressRecorder
 from scheduler.state import Store, build_engine
-from tests.executor_fixtures import finish, make_task, marked_processes, wait_for
+from tests.executor_fixtures import finish, make_task, no_survivors, wait_for
 
 
 class Scan:
@@ -123,13 +123,7 @@ def environments(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentStore:
 
 @pytest.fixture
 def runs() -> Iterator[list[str]]:
-    started: list[str] = []
-    yield started
-    survivors = {run: marked_processes(run) for run in started}
-    for pids in survivors.values():
-        for pid in pids:
-            os.kill(pid, 9)  # only processes carrying our own run marker
-    assert not any(survivors.values()), f"processes survived their run: {survivors}"
+    yield from no_survivors()
 
 
 def test_a_task_reports_progress_from_its_own_environment(

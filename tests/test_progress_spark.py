@@ -1,9 +1,7 @@
 """Progress of spark runs: on YARN (cluster mode) from the ResourceManager's report (tests/fake_rm.py), and in
 local mode from the driver's PEACH_PROGRESS lines, which real spark-submit passes through."""
 
-import os
 import secrets
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from executors.logs import LogLimits
 from executors.spark import SparkExecutor
 from executors.yarn_run import SPARK_AM_PROGRESS, yarn_progress
 from scheduler.config import Organisation, Resources, SparkSettings
-from tests.executor_fixtures import finish, marked_processes, wait_for
+from tests.executor_fixtures import finish, no_survivors, wait_for
 from tests.fake_rm import FakeResourceManager
 from tests.spark_fixtures import TEST_CONF, make_spark_task
 from tests.test_spark_yarn import drive_until, make_executor, request, started
@@ -37,13 +35,7 @@ def rm() -> Iterator[FakeResourceManager]:
 
 @pytest.fixture
 def runs() -> Iterator[list[str]]:
-    started_runs: list[str] = []
-    yield started_runs
-    survivors = {run: marked_processes(run) for run in started_runs}
-    for pids in survivors.values():
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)  # only processes carrying our own run marker
-    assert not any(survivors.values()), f"processes survived their run: {survivors}"
+    yield from no_survivors()
 
 
 def test_yarn_progress_reads_the_report_and_skips_sparks_constant() -> None:

@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -20,7 +19,7 @@ from executors.logs import LogLimits
 from executors.process import ProcessExecution, find_run_processes
 from executors.python import PythonExecutor
 from scheduler.errors import ExecutionError
-from tests.executor_fixtures import alive, finish, make_task, marked_processes, wait_for
+from tests.executor_fixtures import alive, finish, make_task, marked_processes, no_survivors, wait_for
 
 STAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", re.M)
 
@@ -38,13 +37,7 @@ def executor(store: EnvironmentStore, tmp_path: Path) -> PythonExecutor:
 @pytest.fixture(autouse=True)
 def no_leftovers() -> Iterator[list[str]]:
     """Runs started by a test; after it, none of their processes may be alive (and none is left running)."""
-    runs: list[str] = []
-    yield runs
-    survivors = {run: marked_processes(run) for run in runs}
-    for pids in survivors.values():
-        for pid in pids:
-            os.kill(pid, 9)  # only processes carrying our own run marker
-    assert not any(survivors.values()), f"processes survived their run: {survivors}"
+    yield from no_survivors()
 
 
 def run_id() -> str:

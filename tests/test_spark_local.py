@@ -23,7 +23,7 @@ from executors.logs import LogLimits
 from executors.process import ProcessExecution
 from executors.spark import SparkExecutor, spark_home
 from scheduler.config import Organisation, Resources, SparkSettings
-from tests.executor_fixtures import finish, marked_processes, wait_for
+from tests.executor_fixtures import finish, marked_processes, no_survivors, wait_for
 from tests.spark_fixtures import TEST_CONF, make_spark_task
 
 SMALL = Organisation(queue="default", resources=Resources(executor_memory="512m", driver_memory="512m"))
@@ -52,13 +52,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentStore:
 @pytest.fixture(autouse=True)
 def no_leftovers() -> Iterator[list[str]]:
     """Runs started by a test; after it, no process of theirs (JVM or Python) may be alive."""
-    runs: list[str] = []
-    yield runs
-    survivors = {run: marked_processes(run) for run in runs}
-    for pids in survivors.values():
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)  # only processes carrying our own run marker
-    assert not any(survivors.values()), f"processes survived their run: {survivors}"
+    yield from no_survivors()
 
 
 class Clock:
