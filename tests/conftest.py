@@ -2,12 +2,14 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.backends import postgres_server
+from scheduler.database import default_url
+from tests.backends import create_database, drop_database, postgres_server
 
 pytest_plugins = ["tests.browser"]  # browser and page: real Chromium for the dashboard tests
 
@@ -17,6 +19,18 @@ def postgres_admin_url() -> Iterator[str]:
     """One real PostgreSQL server for the whole session (started on first use, always stopped)."""
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A state database, once on SQLite (in the workspace) and once on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield default_url(tmp_path / "workspace")
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    name = f"peach_{uuid.uuid4().hex[:12]}"
+    yield create_database(admin, name)
+    drop_database(admin, name)
 
 
 def start_service(config: Path, log: Path) -> "subprocess.Popen[bytes]":

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -19,7 +18,6 @@ from executors.base import RunRequest
 from executors.environments import EnvironmentStore
 from executors.spark import submit_command
 from scheduler.config import Organisation, Resources, SparkSettings, load_config
-from scheduler.database import default_url
 from scheduler.definitions import load_definitions
 from scheduler.errors import ManifestNotFound, RunNotFound
 from scheduler.manifests import REDACTED, capture, spark_settings
@@ -28,7 +26,6 @@ from scheduler.records import Manifest, Run
 from scheduler.rundiff import readable_runner
 from scheduler.service import Service
 from scheduler.state import Store
-from tests.backends import create_database, drop_database
 from tests.executor_fixtures import make_wheel
 from tests.fake_rm import FakeResourceManager
 from tests.orgs import QUICK, commit, git, log_text, org_repo, tasks_files, write_config
@@ -48,17 +45,6 @@ CODE = (
 
 def job(which: str, pin: str, label: str) -> tuple[str, dict[str, object]]:
     return CODE.format(which=which), {"dependencies": [pin], "args": {"label": label}}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield default_url(tmp_path / "workspace")
-        return
-    admin = request.getfixturevalue("postgres_admin_url")
-    name = f"peach_{uuid.uuid4().hex[:12]}"
-    yield create_database(admin, name)
-    drop_database(admin, name)
 
 
 @pytest.fixture

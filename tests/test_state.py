@@ -36,18 +36,6 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield default_url(tmp_path / "workspace")
-        return
-    admin = request.getfixturevalue("postgres_admin_url")
-    name = f"peach_{uuid.uuid4().hex[:12]}"
-    url = create_database(admin, name)
-    yield url
-    drop_database(admin, name)
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
