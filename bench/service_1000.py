@@ -87,6 +87,23 @@ def bare(runners: list[Path], python: str, seconds: float) -> float:
     return done / seconds
 
 
+def write_config(root: Path, repos: dict[str, Path], loops: dict[str, object]) -> Path:
+    """``root/config.yaml``: one organisation per repository, workspace under ``root``, any free port."""
+    path = root / "config.yaml"
+    organisations = {codops: {"repositories": [{"url": str(repo)}]} for codops, repo in repos.items()}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "workspace": str(root / "ws"),
+                "http": {"host": "127.0.0.1", "port": 0},
+                "loops": loops,
+                "organisations": organisations,
+            }
+        )
+    )
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orgs", type=int, default=1000)
@@ -101,24 +118,14 @@ def main() -> None:
             f"{args.orgs} organisations x {args.tasks} tasks: "
             f"repositories made in {time.monotonic() - started:.0f} s"
         )
-        config_path = root / "config.yaml"
-        config_path.write_text(
-            yaml.safe_dump(
-                {
-                    "workspace": str(root / "ws"),
-                    "http": {"host": "127.0.0.1", "port": 0},
-                    "loops": {"pause": "1s"},
-                    "organisations": {c: {"repositories": [{"url": str(r)}]} for c, r in repos.items()},
-                }
-            )
-        )
+        config_path = write_config(root, repos, {"pause": "1s"})
         picked: dict[int, float] = {}
         latencies: list[float] = []
         original_run_due, original_start = loops.Loop.run_due, ProcessExecution.start
 
-        def run_due(self, organisation, name, triggered):  # type: ignore[no-untyped-def]
+        def run_due(self, organisation, name, triggered, synced=None):  # type: ignore[no-untyped-def]
             picked[threading.get_ident()] = time.monotonic()
-            return original_run_due(self, organisation, name, triggered)
+            return original_run_due(self, organisation, name, triggered, synced)
 
         def start(self):  # type: ignore[no-untyped-def]
             original_start(self)

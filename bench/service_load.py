@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from service_1000 import GIT, WORKERS, bare  # type: ignore[import-not-found]
+from service_1000 import GIT, WORKERS, bare, write_config  # type: ignore[import-not-found]
 
 from executors.process import ProcessExecution
 from executors.runner import runner_script
@@ -383,17 +383,7 @@ def main() -> None:
             f"{args.timing_out} timing out after {args.timeout}): repositories made in "
             f"{time.monotonic() - t0:.0f} s; {args.seconds:.0f} s sustained, {args.window:.0f} s windows"
         )
-        config_path = root / "config.yaml"
-        config_path.write_text(
-            yaml.safe_dump(
-                {
-                    "workspace": str(root / "ws"),
-                    "http": {"host": "127.0.0.1", "port": 0},
-                    "loops": {"pause": "1s", "timeout": args.timeout, "drain": "1s"},
-                    "organisations": {c: {"repositories": [{"url": str(r)}]} for c, r in repos.items()},
-                }
-            )
-        )
+        config_path = write_config(root, repos, {"pause": "1s", "timeout": args.timeout, "drain": "1s"})
         definitions = load_definitions(next(iter(repos.values())))
         runners = []
         for task in definitions.tasks[:fast]:  # the bare loop runs what a fast task runs
