@@ -136,7 +136,7 @@ class _Loader:
     tasks: dict[tuple[str, str], Task] = field(default_factory=dict)
     codops_pins: dict[str, list[requirements.Pin]] = field(default_factory=dict)
     sources: dict[str, Source | ExtractionError] = field(default_factory=dict)
-    texts: dict[str, str] = field(default_factory=dict)  # definition file -> its text
+    blocks: dict[str, "TaskBlocks"] = field(default_factory=dict)  # definition file -> its task blocks
 
     def problem(self, file: str, line: int | None, message: str, **extra: Any) -> None:
         """Record a problem; the file name is shown escaped and the message storable (no NUL)."""
@@ -185,7 +185,7 @@ class _Loader:
         if not isinstance(doc.data, dict):
             self.problem(relative, 1, "must be a mapping with 'codops' and 'tasks'")
             raise _Rejected
-        self.texts[relative] = raw.decode("utf-8")  # load_bytes checked it is UTF-8
+        self.blocks[relative] = TaskBlocks.of(raw.decode("utf-8"), doc)  # load_bytes checked it is UTF-8
         for key in doc.data:
             if key not in FILE_KEYS:
                 self.problem(relative, doc.line_of((key,)), _unknown_key(key, FILE_KEYS, "file"))
@@ -278,7 +278,7 @@ class _Loader:
         everything = {
             requirements.normalise(p.requirement) for p in [*self.codops_pins.get(codops, []), *own]
         }
-        excerpt = task_excerpt(self.texts[relative], doc, name)
+        excerpt = self.blocks[relative].excerpt(name)
         self.tasks[(codops, name)] = Task(
             codops, name, spec, shown(relative), line, tuple(sorted(everything)), code, excerpt
         )
@@ -361,23 +361,38 @@ def load_definitions(
     return Definitions(tuple(loader.tasks.values()), tuple(loader.problems), tuple(map(shown, files)))
 
 
-def task_excerpt(text: str, doc: Document, name: str) -> str:
-    """The lines of a definition file that define task ``name``: the file without the other tasks'
-    blocks (its header, shared dependencies and comments stay), so that comparing two commits' excerpts
-    shows only what changed for this task."""
-    tasks = doc.data.get("tasks") if isinstance(doc.data, dict) else None
-    if not isinstance(tasks, dict) or ("tasks", name) not in doc.lines:
-        return text
-    lines = text.splitlines(keepends=True)
-    starts = sorted({doc.line_of((key,)) for key in doc.data} | {doc.line_of(("tasks", t)) for t in tasks})
+@dataclass(frozen=True)
+class TaskBlocks:
+    """A definition file's lines, each with the tasks whose block holds it (a block runs from the task's
+    key to the next task or top-level key). Worked out once per file, then cut per task."""
 
-    def block(task: str) -> range:
-        start = doc.line_of(("tasks", task))
-        return range(start, next((s for s in starts if s > start), len(lines) + 1))
+    text: str
+    lines: tuple[tuple[str, frozenset[str]], ...] | None  # None: the file has no ``tasks`` mapping
 
-    mine = block(name)
-    others = {number for task in tasks if task != name for number in block(task)} - set(mine)
-    return "".join(line for number, line in enumerate(lines, 1) if number not in others)
+    @classmethod
+    def of(cls, text: str, doc: Document) -> "TaskBlocks":
+        tasks = doc.data.get("tasks") if isinstance(doc.data, dict) else None
+        if not isinstance(tasks, dict):
+            return cls(text, None)
+        lines = text.splitlines(keepends=True)
+        starts = sorted(
+            {doc.line_of((key,)) for key in doc.data} | {doc.line_of(("tasks", t)) for t in tasks}
+        )
+        ends = dict(zip(starts, [*starts[1:], len(lines) + 1], strict=True))
+        owners: list[set[str]] = [set() for _ in range(len(lines) + 2)]
+        for task in tasks:
+            start = doc.line_of(("tasks", task))
+            for number in range(start, ends[start]):
+                owners[number].add(task)
+        return cls(text, tuple((line, frozenset(owners[n])) for n, line in enumerate(lines, 1)))
+
+    def excerpt(self, name: str) -> str:
+        """The lines that define task ``name``: the file without the other tasks' blocks (its header,
+        shared dependencies and comments stay), so that comparing two commits' excerpts shows only what
+        changed for this task."""
+        if self.lines is None or not any(name in owners for _, owners in self.lines):
+            return self.text
+        return "".join(line for line, owners in self.lines if not owners or name in owners)
 
 
 def _definition_files(root: Path, loader: _Loader) -> Iterator[str]:
