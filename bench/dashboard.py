@@ -20,17 +20,17 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find tests.browser
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find tests.helpers.browser
 
 import uvicorn
 from fastapi.responses import HTMLResponse
 from playwright.sync_api import Page, sync_playwright
 
-from scheduler.api import create_app
+from scheduler.http.api import create_app
 from scheduler.metrics import Metrics
-from scheduler.models import RunRow, TaskRow
-from scheduler.state import Store
-from tests.browser import ARGS, CHROMIUM
+from scheduler.store.models import RunRow, TaskRow
+from scheduler.store.store import Store
+from tests.helpers.browser import ARGS, CHROMIUM
 
 
 def fill(store: Store, runs: int) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: find tests.*
 
-from tests.fault_scenarios import SCENARIOS, Report, as_row
+from tests.helpers.fault_scenarios import SCENARIOS, Report, as_row
 
 COLUMNS = (
     "scenario",

@@ -5,9 +5,9 @@
 A typical log is written through the real log writer (``executors.logs.CappedLog``: timestamped lines):
 Spark-style INFO lines, progress lines with numbers, a few tracebacks. Then:
 
-1. Size: the plain file against ``scheduler.runlogs.compress``'s gzip (ratio).
+1. Size: the plain file against ``scheduler.runs.runlogs.compress``'s gzip (ratio).
 2. Time to compress, against the bare equivalent: copying the same file (``shutil.copyfile``).
-3. Reading it back through ``scheduler.runlogs.read``: the whole log and a 64 KiB range near the end,
+3. Reading it back through ``scheduler.runs.runlogs.read``: the whole log and a 64 KiB range near the end,
    compressed against plain.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from executors.logs import CappedLog, LogLimits
-from scheduler import runlogs
+from scheduler.runs import runlogs
 
 TRACEBACK = (
     "Traceback (most recent call last):\n"

@@ -21,17 +21,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from executors import environments
-from executors.base import RunRequest, Status
+from executors.base import RunRequest
 from executors.environments import EnvironmentStore, freeze
 from executors.python import PythonExecutor
 from executors.runner import runner_script
-from scheduler.database import default_url
-from scheduler.manifests import capture
-from scheduler.models import RunStatus
-from scheduler.records import Manifest
-from scheduler.rundiff import diff_runs
-from scheduler.state import Store
-from tests.executor_fixtures import make_task, make_wheel
+from scheduler.runs.manifests import capture
+from scheduler.runs.rundiff import diff_runs
+from scheduler.status import RunStatus
+from scheduler.store.database import default_url
+from scheduler.store.records import Manifest
+from scheduler.store.store import Store
+from tests.helpers.executor_fixtures import make_task, make_wheel
 
 
 def timed(action: object) -> float:
@@ -58,7 +58,7 @@ def per_run(root: Path, runs: int) -> None:
         execution.start()
         outcome = execution.wait()
         ran = time.perf_counter() - began
-        assert outcome is not None and outcome.status is Status.SUCCEEDED, outcome
+        assert outcome is not None and outcome.status is RunStatus.SUCCEEDED, outcome
         recorded = timed(lambda: state.save_manifest(capture(task, run.id, "c" * 40, execution)))
         state.finish_run(run.id, RunStatus.SUCCEEDED, "exit code 0")
         return ran, recorded

@@ -20,11 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from executors.base import RunRequest, Status
+from executors.base import RunRequest
 from executors.environments import EnvironmentStore
 from executors.python import PythonExecutor
 from executors.runner import runner_script
-from tests.executor_fixtures import make_task, make_wheel
+from scheduler.status import RunStatus
+from tests.helpers.executor_fixtures import make_task, make_wheel
 
 
 def timed(action: object) -> float:
@@ -47,7 +48,7 @@ def run_overhead(root: Path, store: EnvironmentStore, runs: int) -> None:
         execution = executor.prepare(RunRequest(f"bench-{number}", task, timeout=60))
         execution.start()
         outcome = execution.wait()
-        assert outcome is not None and outcome.status is Status.SUCCEEDED, outcome
+        assert outcome is not None and outcome.status is RunStatus.SUCCEEDED, outcome
 
     bare()
     executed(-1)  # warm both paths

@@ -28,10 +28,9 @@ import yaml
 
 from executors.process import ProcessExecution
 from executors.runner import runner_script
-from scheduler import loops
 from scheduler.config import load_config
-from scheduler.definitions import load_definitions
-from scheduler.service import Service
+from scheduler.service.service import Service, loops
+from scheduler.spec.definitions import load_definitions
 
 GIT = ["git", "-c", "user.name=b", "-c", "user.email=b@localhost", "-c", "init.defaultBranch=master"]
 CODE = "def main():\n    pass\n"

@@ -48,10 +48,9 @@ from service_1000 import GIT, WORKERS, bare, write_config  # type: ignore[import
 
 from executors.process import ProcessExecution
 from executors.runner import runner_script
-from scheduler import loops
 from scheduler.config import load_config
-from scheduler.definitions import load_definitions
-from scheduler.service import Service
+from scheduler.service.service import Service, loops
+from scheduler.spec.definitions import load_definitions
 
 FAST = "def main():\n    pass\n"
 FAILING = "def main():\n    raise RuntimeError('failing on purpose')\n"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from scheduler.config import Repository
-from scheduler.repos import RepositorySync
+from scheduler.repos.sync import RepositorySync
 
 GIT = [
     "git",

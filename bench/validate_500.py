@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from scheduler.definitions import load_definitions
+from scheduler.spec.definitions import load_definitions
 
 TASKS, NOTEBOOKS, FILES = 500, 50, 5
 
@@ -84,14 +84,14 @@ def main() -> None:
         assert len(result.tasks) == TASKS and not result.errors, result.errors[:3]
         ours = best(lambda: load_definitions(root))
         baseline = best(lambda: bare(root))
-        cli = [sys.executable, "-m", "scheduler.cli", "validate", str(root)]
+        cli = [sys.executable, "-m", "scheduler.cli.main", "validate", str(root)]
         walls = []
         for _ in range(5):
             start = time.perf_counter()
             subprocess.run(cli, check=True, capture_output=True)
             walls.append(time.perf_counter() - start)
         startup = best(
-            lambda: subprocess.run([sys.executable, "-c", "import scheduler.definitions"], check=True), 5
+            lambda: subprocess.run([sys.executable, "-c", "import scheduler.spec.definitions"], check=True), 5
         )
     print(f"tasks: {TASKS} in {FILES} files, {NOTEBOOKS} notebooks ({TASKS // NOTEBOOKS + 1} cells each)")
     print(f"load_definitions:          {ours * 1000:8.1f} ms")

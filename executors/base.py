@@ -19,21 +19,11 @@ reported, if any (read it from any thread).
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 from executors.progress import Progress
-from scheduler.definitions import Task
-
-
-class Status(StrEnum):
-    """How a run ended (SPEC §4.8)."""
-
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    TIMED_OUT = "TIMED_OUT"
-    KILLED = "KILLED"
-    LOST = "LOST"
+from scheduler.spec.definitions import Task
+from scheduler.status import RunStatus
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,7 @@ class Outcome:
     ``started_at``/``finished_at`` are wall-clock (epoch seconds).
     """
 
-    status: Status
+    status: RunStatus
     summary: str
     exit_code: int | None = None
     signal: int | None = None

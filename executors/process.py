@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from executors.base import Execution, Outcome, RunRequest, Status
+from executors.base import Execution, Outcome, RunRequest
 from executors.logs import CappedLog, LogLimits, LogPump
 from executors.progress import Progress, ProgressScanner
 from scheduler.errors import ExecutionError
+from scheduler.status import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class ProcessExecution(Execution):
         while self.outcome is None:
             now = self._clock()
             if self._deadline is not None and now >= self._deadline:
-                return self._end(Status.TIMED_OUT, f"timeout {self.request.timeout:g} s")
+                return self._end(RunStatus.TIMED_OUT, f"timeout {self.request.timeout:g} s")
             limits = [t for t in (until, self._deadline) if t is not None]
             if self._exited(None if not limits else max(0.0, min(limits) - now)):
                 return self._end(None, "")
@@ -216,7 +217,7 @@ class ProcessExecution(Execution):
     def kill(self, reason: str) -> Outcome:
         if self._proc is None:
             raise ExecutionError(f"run {self.run_id} was not started")
-        return self._end(Status.KILLED, reason)
+        return self._end(RunStatus.KILLED, reason)
 
     def _output(self, chunk: bytes) -> None:
         try:
@@ -229,7 +230,7 @@ class ProcessExecution(Execution):
     def _reported(self, progress: Progress) -> None:
         self.progress = progress
 
-    def stopping(self, status: Status, why: str) -> None:
+    def stopping(self, status: RunStatus, why: str) -> None:
         """Called once before a timeout or kill stops the local processes. A subclass with a remote side
         (spark on YARN: kill the application through the ResourceManager) does that here."""
 
@@ -284,7 +285,7 @@ class ProcessExecution(Execution):
                 log.error("run %s (%s): processes survive SIGKILL: %s", self.run_id, self.key, self._sweep(0))
                 return
 
-    def _end(self, status: Status | None, why: str) -> Outcome:
+    def _end(self, status: RunStatus | None, why: str) -> Outcome:
         with self._ending:
             if self.outcome is not None:
                 return self.outcome
@@ -317,13 +318,13 @@ class ProcessExecution(Execution):
             log.info("run %s (%s): %s: %s", self.run_id, self.key, outcome.status.value, outcome.summary)
             return self.outcome
 
-    def _outcome(self, status: Status | None, why: str, returncode: int) -> Outcome:
+    def _outcome(self, status: RunStatus | None, why: str, returncode: int) -> Outcome:
         assert self._log is not None
         words = describe_exit(returncode)
         if status is None:
-            status = Status.SUCCEEDED if returncode == 0 else Status.FAILED
+            status = RunStatus.SUCCEEDED if returncode == 0 else RunStatus.FAILED
             summary = words
-        elif status is Status.TIMED_OUT:
+        elif status is RunStatus.TIMED_OUT:
             summary = f"{words} after {why}" if returncode < 0 else f"{why} reached; {words} after SIGTERM"
         else:
             summary = f"{words}: {why}" if returncode < 0 else f"{why}; {words} after SIGTERM"
@@ -332,7 +333,7 @@ class ProcessExecution(Execution):
             summary=summary,
             exit_code=returncode if returncode >= 0 else None,
             signal=-returncode if returncode < 0 else None,
-            error=self._log.last_line() if status is Status.FAILED else None,
+            error=self._log.last_line() if status is RunStatus.FAILED else None,
             application_id=self.application_id,
             started_at=self._started_at,
             finished_at=self._wall(),

@@ -4,13 +4,13 @@ A task prints the line itself or through the helper its runner installs (``execu
 The python executor and spark in local/client mode see the line in the child's output stream (spark-submit
 passes the driver's standard output through); ``ProgressScanner`` reads it there, on the log pump's thread,
 next to the log. On YARN in cluster mode the driver's output is not local: the ResourceManager's reported
-application ``progress`` is used instead (``executors.yarn_run``).
+application ``progress`` is used instead (``executors.yarn.execution``).
 
 Only the latest valid line matters. A line that starts with the prefix but does not hold a finite number
 from 0 to 1 is ignored; the first such line gets one warning in the run's log, later ones none. The
 scanner's cost is one substring search per chunk of output that has no progress line in it, so a task
 that prints a lot pays nearly nothing, and one that prints a flood of progress lines only moves
-``latest``: writing it to the state store is throttled by the supervisor (``scheduler.runs``).
+``latest``: writing it to the state store is throttled by the supervisor (``scheduler.runs.supervise``).
 """
 
 import math

@@ -13,7 +13,7 @@ Masters:
   interpreter ``spark.python``) and shipped with ``--archives <tar.gz>#environment``; the driver and
   executors run ``./environment/bin/python``. ``spark.yarn.submit.waitAppCompletion=false`` makes
   spark-submit return once YARN accepted the application; from then on the run is followed, killed and
-  its logs fetched through the ResourceManager (``executors.yarn_run``).
+  its logs fetched through the ResourceManager (``executors.yarn.execution``).
 
 Every submission carries lowercase YARN tags ``peach``, ``peach-codops-<codops>``, ``peach-task-<task>``,
 ``peach-run-<run id>`` (YARN allows 10 tags of 100 characters), so a run's application is found again
@@ -35,9 +35,9 @@ from executors.environments import Environment, EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import PROC, Popen, ProcessExecution
 from executors.python import DEFAULT_PASS_ENV, PythonExecutor
-from executors.yarn import ResourceManager
-from executors.yarn_run import YarnExecution
-from scheduler.config import Organisation, Resources, SparkSettings
+from executors.yarn.client import ResourceManager
+from executors.yarn.execution import YarnExecution
+from scheduler.config import OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def _conf_value(value: object) -> str:
 
 def submit_command(
     settings: SparkSettings,
-    organisation: Organisation,
+    organisation: OrganisationSettings,
     request: RunRequest,
     runner: Path,
     *,
@@ -165,7 +165,7 @@ class SparkExecutor(PythonExecutor):
         environments: EnvironmentStore,
         runs_root: Path,
         settings: SparkSettings,
-        organisations: Mapping[str, Organisation],
+        organisations: Mapping[str, OrganisationSettings],
         *,
         resourcemanager: ResourceManager | None = None,
         log_server: str | None = None,
@@ -205,9 +205,9 @@ class SparkExecutor(PythonExecutor):
     def yarn(self) -> bool:
         return self.settings.master == "yarn"
 
-    def organisation(self, codops: str) -> Organisation:
+    def organisation(self, codops: str) -> OrganisationSettings:
         """The codops' profile; one not in the configuration gets the defaults and its own queue."""
-        return self.organisations.get(codops) or Organisation(queue=codops)
+        return self.organisations.get(codops) or OrganisationSettings(queue=codops)
 
     def _check(self, request: RunRequest) -> None:
         if self.yarn and self.resourcemanager is None:

@@ -31,10 +31,10 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler.definitions import LoopLimits
-from scheduler.durations import format_duration
+from scheduler.durations import Seconds, format_duration
 from scheduler.errors import ConfigError
-from scheduler.taskspec import Seconds, codops_problem
+from scheduler.limits import LoopLimits
+from scheduler.names import codops_problem
 from scheduler.yamlfile import YamlError, load_bytes
 
 CONFIG_ENV = "PEACH_CONFIG"
@@ -252,7 +252,7 @@ class Repository(_Model):
         return (self.username or DEFAULT_TOKEN_USER, secret)
 
 
-class Organisation(_Model):
+class OrganisationSettings(_Model):
     repositories: tuple[Repository, ...] = ()
     queue: StrictStr  # YARN queue; defaults to the codops
     resources: Resources = Resources()
@@ -271,7 +271,7 @@ class Config(_Model):
     artifacts: ArtifactSettings = ArtifactSettings()
 
     environments: EnvironmentSettings = EnvironmentSettings()
-    organisations: dict[Codops, Organisation] = {}
+    organisations: dict[Codops, OrganisationSettings] = {}
 
     @field_validator("workspace")
     @classmethod
@@ -409,7 +409,10 @@ def _message(error: Any) -> str:
 
 
 def _did_you_mean(loc: tuple[Any, ...]) -> str:
-    containers: dict[str, type[BaseModel]] = {"organisations": Organisation, "repositories": Repository}
+    containers: dict[str, type[BaseModel]] = {
+        "organisations": OrganisationSettings,
+        "repositories": Repository,
+    }
     model: type[BaseModel] = Config
     skip = False
     for part in loc[:-1]:

@@ -2,6 +2,9 @@
 
 import math
 import re
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 from scheduler.errors import DurationError
 
@@ -37,3 +40,6 @@ def format_duration(seconds: float) -> str:
             parts.append(f"{total // size}{unit}")
             total %= size
     return "".join(parts) or "0s"
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]  # a duration field in a pydantic model

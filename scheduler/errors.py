@@ -1,6 +1,6 @@
 """One root exception; specific subclasses also inherit the matching builtin.
 
-Exit codes exist only at the CLI boundary (scheduler.cli).
+Exit codes exist only at the CLI boundary (scheduler.cli.main).
 """
 
 from pathlib import Path

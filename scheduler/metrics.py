@@ -14,6 +14,9 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,8 +29,29 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scheduler.models import RunStatus
-from scheduler.records import Run
+from scheduler.status import RunStatus
+
+
+class Run(Protocol):
+    """What the metrics read of a run (the store's ``Run`` record has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def codops(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def loop(self) -> str: ...
+    @property
+    def executor(self) -> StrEnum: ...
+    @property
+    def status(self) -> RunStatus: ...
+    @property
+    def duration_seconds(self) -> float | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 RUN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600)

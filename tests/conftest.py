@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.database import default_url
-from tests.backends import create_database, drop_database, postgres_server
+from scheduler.store.database import default_url
+from tests.helpers.backends import create_database, drop_database, postgres_server
 
-pytest_plugins = ["tests.browser"]  # browser and page: real Chromium for the dashboard tests
+pytest_plugins = ["tests.helpers.browser"]  # browser and page: real Chromium for the dashboard tests
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def start_service(config: Path, log: Path) -> "subprocess.Popen[bytes]":
     """``peach-scheduler run`` as a child process in its own session, its output appended to ``log``."""
     with log.open("ab") as output:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "scheduler.cli.main", "run", "--config", str(config)],
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
+from scheduler.cli.main import main
 from scheduler.config import Repository, default_config, load_config, redact_url
 from scheduler.errors import ConfigError
 

@@ -11,10 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.metrics import CONTENT_TYPE, Metrics, label
-from scheduler.models import RunStatus, RunTrigger
-from scheduler.records import Run
-from scheduler.taskspec import Executor
-from tests.backends import prometheus_query, prometheus_server, wait_for
+from scheduler.spec.taskspec import ExecutorKind
+from scheduler.status import RunStatus
+from scheduler.store.models import RunTrigger
+from scheduler.store.records import Run
+from tests.helpers.backends import prometheus_query, prometheus_server, wait_for
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -34,7 +35,7 @@ def make_run(
     codops: str = "chrts",
     task: str = "train",
     loop: str | None = None,
-    executor: Executor = Executor.PYTHON,
+    executor: ExecutorKind = ExecutorKind.PYTHON,
     seconds: float = 42.0,
 ) -> Run:
     final = status is not RunStatus.RUNNING

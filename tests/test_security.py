@@ -25,16 +25,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from executors.base import RunRequest
 from executors.spark import run_tags, submit_command
 from queues.profiles import render
-from scheduler import api
-from scheduler.config import Config, Organisation, SparkSettings
-from scheduler.definitions import load_definitions
+from scheduler.config import Config, OrganisationSettings, SparkSettings
+from scheduler.http import api
 from scheduler.metrics import Metrics
-from scheduler.models import RunStatus, RunTrigger
-from scheduler.records import Run
-from scheduler.state import Store
-from scheduler.taskspec import Executor
-from tests.backends import wait_for
-from tests.repos import write_repo
+from scheduler.spec.definitions import load_definitions
+from scheduler.spec.taskspec import ExecutorKind
+from scheduler.status import RunStatus
+from scheduler.store.models import RunTrigger
+from scheduler.store.records import Run
+from scheduler.store.store import Store
+from tests.helpers.backends import wait_for
+from tests.helpers.repos import write_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("scheduler", "executors", "queues", "bench", "tests")
@@ -241,7 +242,7 @@ def test_names_cannot_inject_into_argv_tags_paths_queues_or_labels(
     for name in (codops, task):
         assert name.isascii() and name.isprintable() and not set(name) & set(" ,=/\\.;$`\"'<>{}\n")
     request = RunRequest("r-20260101-000000-abcdef", loaded, version="0" * 40)  # type: ignore[arg-type]
-    organisation = Organisation(queue=codops)
+    organisation = OrganisationSettings(queue=codops)
     argv = submit_command(SparkSettings(master="yarn"), organisation, request, Path("/runs/x/runner.py"))
     assert argv[argv.index("--queue") + 1] == codops
     assert argv[argv.index("--name") + 1] == f"peach-{codops}-{task}"
@@ -264,7 +265,7 @@ def test_names_cannot_inject_into_argv_tags_paths_queues_or_labels(
     metrics = Metrics()
     now = datetime.now(UTC)
     run = Run(
-        "r-1", codops, task, codops, Executor.SPARK, "v", RunStatus.FAILED, RunTrigger.SCHEDULE,
+        "r-1", codops, task, codops, ExecutorKind.SPARK, "v", RunStatus.FAILED, RunTrigger.SCHEDULE,
         now, now, 1.0, "exit code 1", "boom", None, None, None, None, None, None,
     )  # fmt: skip
     metrics.run_finished(run)
@@ -281,7 +282,7 @@ def test_metric_labels_are_escaped_whatever_reaches_them() -> None:
     now = datetime.now(UTC)
     hostile = 'x",codops="forged"} 1\npeach_fake 1\n#'
     run = Run(
-        "r-1", hostile, hostile, "l", Executor.PYTHON, None, RunStatus.FAILED, RunTrigger.SCHEDULE,
+        "r-1", hostile, hostile, "l", ExecutorKind.PYTHON, None, RunStatus.FAILED, RunTrigger.SCHEDULE,
         now, now, 1.0, None, None, None, None, None, None, None, None,
     )  # fmt: skip
     metrics.run_finished(run)

@@ -1,0 +1,289 @@
+"""One run of one task, from its record to its outcome: the supervisor every loop uses.
+
+``execute`` records the run (the store refuses a second running run of the same task), prepares it
+(code and environment), starts it, and watches it until it ends, is killed on request, or the service
+is told to kill everything. Whatever happens, the run is closed with an honest status and the loop
+goes on: no exception from one run reaches its loop. While a run goes on, the progress it reports is
+written to its record, throttled (``ProgressRecorder``).
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from executors.base import Execution, Executor, Outcome, RunRequest
+from executors.progress import Progress
+from scheduler.errors import AlreadyRunning, EnvironmentBuildError, PeachError
+from scheduler.limits import LoopLimits
+from scheduler.metrics import Metrics
+from scheduler.runs import manifests
+from scheduler.runs.artifacts import ArtifactPolicy, settle
+from scheduler.spec.definitions import Task
+from scheduler.status import RunStatus
+from scheduler.store.models import RunTrigger
+from scheduler.store.records import Run
+from scheduler.store.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class KillRequests:
+    """Runs someone asked to kill (API, CLI), by run id, with the reason; taken by their supervisor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reasons: dict[str, str] = {}
+
+    def request(self, run_id: str, reason: str) -> None:
+        with self._lock:
+            self._reasons[run_id] = reason
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._reasons)
+
+    def take(self, run_id: str) -> str | None:
+        with self._lock:
+            return self._reasons.pop(run_id, None)
+
+
+@dataclass
+class Runtime:
+    """What every loop shares: the store, metrics, executors, limits and the service's stop signals.
+
+    ``stopping`` means start no new run; ``killing`` means kill the runs that are going.
+    """
+
+    store: Store
+    metrics: Metrics
+    executors: dict[str, Executor]
+    limits: LoopLimits = field(default_factory=LoopLimits)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    killing: threading.Event = field(default_factory=threading.Event)
+    kills: KillRequests = field(default_factory=KillRequests)
+    artifacts: ArtifactPolicy = field(default_factory=ArtifactPolicy)
+    poll: float = 0.5  # how often a supervisor looks at kill requests while its run goes on
+    progress_interval: float = 1.0  # at most one progress write per run in this many seconds
+
+    def timeout_for(self, task: Task) -> float:
+        return self.limits.for_run(task.loop, task.definition.timeout)
+
+
+def execute(
+    runtime: Runtime,
+    task: Task,
+    version: str | None,
+    trigger: RunTrigger = RunTrigger.SCHEDULE,
+    stale: str | None = None,
+    *,
+    rerun_of: str | None = None,
+) -> Run | None:
+    """Run ``task`` once and return its closed record; None when the task already has a running run.
+
+    ``stale`` says why ``version`` is not the branch head (the repository's sync failed): the run's
+    outcome says so too (SPEC §4.1).
+    """
+    timeout = runtime.timeout_for(task)
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+    try:
+        run = runtime.store.start_run(
+            task.codops,
+            task.name,
+            loop=task.loop,
+            executor=task.executor,
+            version=version,
+            trigger=trigger,
+            deadline=deadline,
+            rerun_of=rerun_of,
+        )
+    except AlreadyRunning:
+        log.warning("%s: not started, it already has a running run", task.key)
+        return None
+    runtime.metrics.run_started(run)
+    try:
+        outcome = _supervise(runtime, run, task, timeout, version)
+    except Exception as exc:  # a bug of ours must not take the loop down, nor leave the run RUNNING
+        log.exception("run %s of %s: supervision failed", run.id, task.key)
+        outcome = Outcome(RunStatus.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
+    try:  # keep the run's artifacts, compress its log (again, once the database answers)
+        keeping = partial(settle, runtime.store, run.id, runtime.artifacts)
+        collected = _persist(keeping, f"run {run.id}: keeping its artifacts and log", runtime.metrics)
+        if collected is not None:
+            runtime.metrics.artifacts_collected(collected.kept_bytes, len(collected.dropped))
+    except Exception:
+        log.exception("run %s of %s: keeping its artifacts and log failed", run.id, task.key)
+    summary = f"{outcome.summary} (not the branch head: {stale})" if stale else outcome.summary
+    finished = _persist(
+        lambda: runtime.store.finish_run(
+            run.id,
+            RunStatus(outcome.status.value),
+            summary,
+            error=outcome.error,
+            application_id=outcome.application_id,
+        ),
+        f"run {run.id}: recording its end",
+        runtime.metrics,
+    )
+    runtime.metrics.run_finished(finished)
+    log.info("run %s of %s: %s (%s)", run.id, task.key, finished.status, finished.outcome)
+    return finished
+
+
+def _persist(write: Callable[[], T], what: str, metrics: Metrics | None = None, attempts: int = 8) -> T:
+    """Retry a write that must not be lost (a run left RUNNING would wait for a restart to be closed)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except SQLAlchemyError:
+            if metrics is not None:
+                metrics.state_error("run")
+            if attempt == attempts:
+                raise
+            log.warning("%s failed (attempt %d of %d); retrying", what, attempt, attempts, exc_info=True)
+            time.sleep(min(30.0, 0.5 * 2**attempt))  # back off: the database is overloaded or restarting
+    raise AssertionError("unreachable")
+
+
+def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: str | None) -> Outcome:
+    executor = runtime.executors.get(task.executor.value)
+    if executor is None:
+        return Outcome(RunStatus.FAILED, f"no {task.executor.value} executor is configured")
+    try:
+        execution = executor.prepare(RunRequest(run.id, task, timeout, version or ""))
+    except PeachError as exc:
+        _record_manifest(runtime, run, task, version, None)
+        if isinstance(exc, EnvironmentBuildError) and exc.log_path is not None:  # the installer's output
+            attach = partial(runtime.store.attach, run.id, log_path=str(exc.log_path))
+            _persist(attach, f"run {run.id}: recording its log", runtime.metrics)
+        return Outcome(RunStatus.FAILED, f"not started: {exc}", error=str(exc))
+    pending: dict[str, Any] = {"log_path": str(execution.log_path)}
+    if _attach(runtime, run, pending):
+        pending = {}
+    directory = execution.artifacts_dir
+    try:
+        runtime.store.set_artifacts_dir(
+            run.id, str(directory) if directory else None, execution.artifacts_note
+        )
+    except SQLAlchemyError:  # the run goes on; its artifacts are not collected
+        log.warning("run %s: recording its artifacts directory failed", run.id, exc_info=True)
+    try:
+        execution.start()
+    except PeachError as exc:
+        _record_manifest(runtime, run, task, version, execution)
+        return Outcome(RunStatus.FAILED, f"not started: {exc}", error=str(exc))
+    _record_manifest(runtime, run, task, version, execution)
+    try:
+        return _watch(runtime, run, execution, pending)
+    finally:
+        if execution.outcome is None:  # we are leaving abnormally: never leave the process behind
+            execution.kill("the scheduler could not supervise the run")
+
+
+def _record_manifest(
+    runtime: Runtime, run: Run, task: Task, version: str | None, execution: Execution | None
+) -> None:
+    """Keep what the run runs (after its start, so that the task does not wait for it); a failure to
+    record it is logged and the run goes on."""
+    try:
+        runtime.store.save_manifest(manifests.capture(task, run.id, version, execution))
+    except Exception:
+        log.exception("run %s of %s: its manifest could not be recorded", run.id, task.key)
+
+
+class ProgressRecorder:
+    """Writes a run's latest progress to the store: at most once per ``interval`` seconds however often the
+    task reports, always the latest value, and the last one before the run ends. A failed write is only
+    logged (progress is not worth failing a run for) and tried again with the next offer."""
+
+    def __init__(
+        self, store: Store, run_id: str, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._store, self._run_id, self._interval, self._clock = store, run_id, interval, clock
+        self._written: Progress | None = None
+        self._last = float("-inf")
+        self.writes = 0
+
+    def offer(self, progress: Progress | None, *, final: bool = False) -> None:
+        if progress is None or progress is self._written:
+            return
+        now = self._clock()
+        if not final and now - self._last < self._interval:
+            return
+        self._last = now
+        at = datetime.fromtimestamp(progress.at, UTC)
+        try:
+            self._store.record_progress(self._run_id, progress.fraction, progress.message, at)
+        except SQLAlchemyError:
+            log.warning("run %s: recording its progress failed", self._run_id, exc_info=True)
+            return
+        self._written = progress
+        self.writes += 1
+
+
+def _watch(runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any]) -> Outcome:
+    """Wait for the run's end, a kill request or the service's stop; record its pid and YARN application
+    as soon as they are known (again at every look while the state database does not answer)."""
+    pending = {**pending, "pid": execution.pid, "pid_start": process_start(execution.pid)}
+    progress = ProgressRecorder(runtime.store, run.id, runtime.progress_interval)
+    try:
+        return _follow(runtime, run, execution, pending, progress)
+    finally:  # a kill asked for as the run ended by itself is never taken: forget it, or it stays forever
+        runtime.kills.take(run.id)
+
+
+def _follow(
+    runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any], progress: ProgressRecorder
+) -> Outcome:
+    recorded_app: str | None = None
+    while True:
+        if pending and _attach(runtime, run, pending):
+            pending = {}
+        outcome = execution.wait(until=time.monotonic() + runtime.poll)
+        if execution.application_id and execution.application_id != recorded_app:
+            recorded_app = pending["application_id"] = execution.application_id
+        progress.offer(execution.progress, final=outcome is not None)
+        if outcome is not None:
+            if pending:  # the record must be complete: retried like the run's end, which follows
+                record = partial(runtime.store.attach, run.id, **pending)
+                _persist(record, f"run {run.id}: recording it", runtime.metrics)
+            return outcome
+        if runtime.killing.is_set():
+            return execution.kill("the scheduler is stopping")
+        reason = runtime.kills.take(run.id)
+        if reason is not None:
+            return execution.kill(reason)
+
+
+def _attach(runtime: Runtime, run: Run, fields: dict[str, Any]) -> bool:
+    """Record what is known of a running run (log, pid, application). A state database that does not
+    answer must not stop the run: False, and the supervisor tries again at its next look."""
+    try:
+        runtime.store.attach(run.id, **fields)
+        return True
+    except SQLAlchemyError as exc:
+        runtime.metrics.state_error("run")
+        log.warning(
+            "run %s: %s not recorded yet, the state database does not answer: %s", run.id, sorted(fields), exc
+        )
+        return False
+
+
+def process_start(pid: int | None, proc_root: str = "/proc") -> int | None:
+    """The process's start time in clock ticks after boot (``/proc/<pid>/stat`` field 22): with the pid,
+    it identifies a process across a scheduler restart, when pids may have been reused."""
+    if pid is None:
+        return None
+    try:
+        with open(f"{proc_root}/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -1,0 +1,299 @@
+"""The service: everything built from the operator configuration, started, and stopped in two steps.
+
+``start`` settles the runs a previous process left RUNNING and removes its rerun leftovers (restart
+recovery), then starts the HTTP server and one thread per loop. ``request_stop`` (first SIGTERM) stops
+the loops from starting runs and lets the running ones finish; ``request_force_stop`` (second signal,
+or the drain deadline) kills them, and they are closed as ``KILLED``.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
+
+from executors.base import Executor
+from executors.environments import EnvironmentStore
+from executors.logs import append_note
+from executors.process import PROC, find_run_processes, stop_run
+from executors.python import PythonExecutor
+from executors.spark import SparkExecutor
+from executors.yarn.client import ResourceManager
+from scheduler.config import Config
+from scheduler.errors import ResourceManagerError
+from scheduler.http import dashboard
+from scheduler.http.api import create_app
+from scheduler.metrics import Metrics
+from scheduler.repos.sync import repository_syncs
+from scheduler.runs import reruns
+from scheduler.runs.artifacts import ArtifactPolicy, settle
+from scheduler.runs.supervise import Runtime
+from scheduler.service.housekeeping import Housekeeping
+from scheduler.service.loops import Loop, MetadataBoard, MetadataLoop, OrganisationLoop, OrganisationSource
+from scheduler.service.recovery import Follower, recover_applications
+from scheduler.status import RunStatus
+from scheduler.store.records import Run
+from scheduler.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(
+        self, config: Config, environ: Mapping[str, str] | None = None, proc_root: Path = PROC
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        self.config, self.proc_root = config, proc_root
+        config.workspace.mkdir(parents=True, exist_ok=True)
+        self.store = Store.from_url(config.database_url)
+        self.metrics = Metrics()
+        environments = EnvironmentStore(
+            config.workspace / "environments",
+            backoff=config.environments.backoff,
+            max_backoff=config.environments.max_backoff,
+            observe=self._environment_event,
+        )
+        yarn = config.yarn
+        self.resourcemanager = (
+            ResourceManager(
+                yarn.resourcemanagers,
+                timeout=yarn.timeout,
+                retries=yarn.retries,
+                observe=self.metrics.resourcemanager_event,
+            )
+            if yarn.resourcemanagers
+            else None
+        )
+        self.followers: list[Follower] = []  # YARN applications re-attached at restart
+        spark = SparkExecutor(
+            environments,
+            config.workspace / "runs",
+            config.spark,
+            config.organisations,
+            resourcemanager=self.resourcemanager,
+            log_server=yarn.log_server,
+            lifetime_grace=yarn.lifetime_grace,
+            poll=yarn.poll,
+            log_wait=yarn.log_wait,
+            artifacts_root=config.artifacts.root,
+        )
+        executors: dict[str, Executor] = {
+            "python": PythonExecutor(
+                environments, config.workspace / "runs", artifacts_root=config.artifacts.root
+            ),
+            "spark": spark,
+        }
+        policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
+        self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits, artifacts=policy)
+        self.housekeeping = Housekeeping(
+            self.store, self.metrics, policy, config.artifacts.prune_interval, self.remove_rerun_leftovers
+        )
+        board = MetadataBoard()
+        self.organisations = {
+            codops: OrganisationSource(codops, syncs, self.runtime, board)
+            for codops, syncs in repository_syncs(config, environ).items()
+        }
+        pause = config.loops.pause
+        self.loops: list[Loop] = [OrganisationLoop(org, pause) for org in self.organisations.values()]
+        self.loops.append(
+            MetadataLoop(self.organisations, board, self.runtime, pause, config.loops.metadata_parallel)
+        )
+        token_env = config.http.api_token_env
+        self.app = create_app(
+            self.store,
+            self.metrics,
+            token=environ.get(token_env) or None,
+            token_env=token_env,
+            kills=self.runtime.kills,
+            ready=self.ready,
+            repositories=dashboard.repository_links(config),
+            yarn_ui=dashboard.yarn_ui(config),
+            checkouts=self.checkouts,
+        )
+        self._server: uvicorn.Server | None = None
+        self._http: threading.Thread | None = None
+        self._recovered = False
+
+    def checkouts(self, codops: str) -> list[Path]:
+        """The repository checkouts of ``codops`` (none for an organisation no longer configured)."""
+        organisation = self.organisations.get(codops)
+        return [sync.path for sync in organisation.syncs] if organisation else []
+
+    def _environment_event(self, event: str) -> None:
+        if event == "hit":
+            self.metrics.env_cache_hit()
+        else:
+            self.metrics.env_build(event)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Ready once restart recovery is done and the state database answers."""
+        if not self._recovered:
+            return False
+        try:
+            self.store.organisations()
+        except Exception:
+            log.warning("readiness: the state database does not answer", exc_info=True)
+            return False
+        return True
+
+    def start(self) -> None:
+        self.recover()
+        self.start_http()
+        self.housekeeping.start()
+        for loop in self.loops:
+            loop.start()
+        log.info("service started: %d organisation loops and the metadata loop", len(self.organisations))
+
+    def once(self) -> list[Run]:
+        """Settle leftovers, then one pass of every loop (concurrently); the runs of that pass."""
+        self.recover()
+        for organisation in self.organisations.values():
+            organisation.sync()  # so that the metadata loop knows every organisation's metadata tasks
+        with ThreadPoolExecutor(len(self.loops), thread_name_prefix="once") as pool:
+            passes = list(pool.map(lambda loop: loop.run_pass(), self.loops))
+        self.housekeeping.run_pass()
+        return [run for runs in passes for run in runs]
+
+    def request_stop(self) -> None:
+        if not self.runtime.stopping.is_set():
+            log.info("stopping: no new runs; waiting for the running ones")
+        self.runtime.stopping.set()
+
+    def request_force_stop(self) -> None:
+        if not self.runtime.killing.is_set():
+            log.info("stopping now: killing the running runs")
+        self.runtime.stopping.set()
+        self.runtime.killing.set()
+
+    def wait_stopped(self, drain: float) -> None:
+        """After ``request_stop``: wait up to ``drain`` seconds for the loops, then kill what still runs."""
+        deadline = time.monotonic() + drain
+        for loop in self.loops:
+            loop.join(max(0.0, deadline - time.monotonic()))
+        if any(loop.is_alive() for loop in self.loops):
+            self.request_force_stop()
+            for loop in self.loops:
+                loop.join()
+
+    def close(self) -> None:
+        self.housekeeping.stop()
+        if self._server is not None and self._http is not None:
+            self._server.should_exit = True
+            self._http.join(10)
+        self.store.close()
+
+    # -- HTTP -----------------------------------------------------------------------------------------
+
+    def start_http(self, timeout: float = 15.0) -> None:
+        http = self.config.http
+        config = uvicorn.Config(self.app, host=http.host, port=http.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._http = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._http.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._http.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"the HTTP server could not listen on {http.host}:{http.port}")
+            time.sleep(0.02)
+        log.info("HTTP on http://%s:%d/ (API /api/v1, metrics /metrics)", http.host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The port the HTTP server listens on (the configured one, or the one chosen for port 0)."""
+        assert self._server is not None and self._server.servers
+        port: int = self._server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    # -- restart recovery -----------------------------------------------------------------------------
+
+    def recover(self) -> list[Run]:
+        """Close every run a previous process left RUNNING, killing what is left of its processes.
+
+        Processes are found by the run's marker in their environment (``PEACH_RUN_ID``), not by a bare
+        pid that may have been reused. A local run's output went through the scheduler, which is gone,
+        so a survivor is killed rather than followed: its log could no longer be captured.
+        """
+        closed = []
+        following = self._recover_yarn()
+        for run in self.store.running_runs():
+            if run.id in following:
+                continue
+            pids = find_run_processes(run.id, self.proc_root)
+            if pids:
+                stop_run(run.id, grace=2.0, proc_root=self.proc_root)
+                outcome = (
+                    "the scheduler restarted while this run was going; its output could no longer be "
+                    f"captured, so its processes ({', '.join(map(str, sorted(pids)))}) were killed"
+                )
+            else:
+                outcome = "the scheduler stopped while this run was going; its process was gone at restart"
+            self._note_lost(run, outcome)
+            try:  # what it wrote is kept as for any run; its log compressed
+                settle(self.store, run.id, self.runtime.artifacts)
+            except Exception:
+                log.exception("run %s: keeping its artifacts and log at restart failed", run.id)
+            finished = self.store.finish_run(run.id, RunStatus.LOST, outcome)
+            self.metrics.run_finished(finished)
+            log.warning("run %s of %s/%s closed as LOST: %s", run.id, run.codops, run.task, outcome)
+            closed.append(finished)
+        self.remove_rerun_leftovers()
+        self._recovered = True
+        return closed
+
+    def remove_rerun_leftovers(self) -> list[Path]:
+        """Rerun directories a killed service left behind that no run can still be using."""
+        try:
+            return reruns.remove_leftovers(self.config.workspace, self.store, self.config.loops.limits)
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("rerun leftovers not removed: %s", exc)
+            return []
+
+    def _note_lost(self, run: Run, outcome: str) -> None:
+        """End the run's log with why it was closed, so that it does not just stop mid-output. A run the
+        previous process recorded but had not yet given a log (it died in between) gets one."""
+        path = Path(run.log_path) if run.log_path else self.config.workspace / "runs" / run.id / "output.log"
+        try:
+            append_note(path, f"run closed as LOST at restart: {outcome}")
+            if run.log_path is None:
+                self.store.attach(run.id, log_path=str(path))
+        except OSError as exc:
+            log.warning("run %s: cannot note in its log %s why it was closed: %s", run.id, path, exc)
+
+    def _recover_yarn(self) -> set[str]:
+        """YARN applications tagged ``peach`` still ACCEPTED/RUNNING: their runs re-attached (the ids
+        returned, closed by a follower when the application ends) or the applications killed."""
+        if self.resourcemanager is None:
+            return set()
+        try:
+            _, followers = recover_applications(
+                self.resourcemanager,
+                self.store,
+                poll=self.config.yarn.poll,
+                finished=self.metrics.run_finished,
+            )
+        except ResourceManagerError as exc:
+            log.error("restart recovery: YARN applications not checked: %s", exc)
+            return set()
+        self.followers.extend(followers)
+        return {follower.run_record.id for follower in followers}
+
+
+def install_signal_handlers(service: Service) -> None:
+    """First SIGTERM/SIGINT: drain. Second: kill the running runs (rq's request_stop / force_stop)."""
+
+    def handle(signum: int, _frame: object) -> None:
+        if service.runtime.stopping.is_set():
+            service.request_force_stop()
+        else:
+            service.request_stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

@@ -1,0 +1,319 @@
+"""The spark executor on YARN, against a fake ResourceManager (tests/fake_rm.py) and a stand-in spark-submit
+(tests/fake_spark_submit.py) that writes the real YARN client's lines."""
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from executors.base import Outcome, RunRequest
+from executors.environments import EnvironmentStore
+from executors.logs import LogLimits
+from executors.spark import SparkExecutor, run_tags
+from executors.yarn.client import ResourceManager
+from executors.yarn.execution import YarnExecution
+from scheduler.config import OrganisationSettings, Resources, SparkSettings
+from scheduler.errors import ExecutionError, ResourceManagerError
+from scheduler.service.recovery import recover_applications
+from scheduler.status import RunStatus
+from scheduler.store.store import Store
+from tests.helpers.executor_fixtures import marked_processes
+from tests.helpers.fake_rm import FakeResourceManager
+from tests.helpers.fake_spark_submit import write_stand_in
+from tests.helpers.spark_fixtures import make_spark_task
+
+CHRTS = OrganisationSettings(
+    queue="root.chrts",
+    resources=Resources(executors=3, executor_cores=2, executor_memory="4g", driver_memory="2g"),
+)
+CODE = "def main(spark):\n    print('hello from the driver')\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> EnvironmentStore:
+    return EnvironmentStore(tmp_path_factory.mktemp("environments"))
+
+
+@pytest.fixture
+def rm() -> Iterator[FakeResourceManager]:
+    fake = FakeResourceManager()
+    yield fake
+    fake.close()
+
+
+def client(*urls: str) -> ResourceManager:
+    return ResourceManager(list(urls), timeout=2.0, retries=2, backoff=0.01)
+
+
+def make_executor(
+    store: EnvironmentStore,
+    tmp_path: Path,
+    rm: FakeResourceManager,
+    mode: str = "normal",
+    clock: Clock | None = None,
+    resourcemanager: ResourceManager | None = None,
+    **settings: object,
+) -> SparkExecutor:
+    submit = write_stand_in(tmp_path, rm.url, mode)
+    spark = SparkSettings(master="yarn", deploy_mode="cluster", submit=str(submit), **settings)  # type: ignore[arg-type]
+    return SparkExecutor(
+        store,
+        tmp_path / "runs",
+        spark,
+        {"chrts": CHRTS},
+        resourcemanager=resourcemanager or client(rm.url),
+        poll=0.05,
+        log_wait=1.0,
+        lifetime_grace=600,
+        grace=1.0,
+        limits=LogLimits.capped(1024 * 1024, 0.05),
+        clock=clock or time.monotonic,
+    )
+
+
+def request(tmp_path: Path, timeout: float = 3600, **kw: object) -> RunRequest:
+    task = make_spark_task(tmp_path / "repo", CODE, codops="chrts", name="daily_report", **kw)  # type: ignore[arg-type]
+    return RunRequest(f"run-{secrets.token_hex(4)}", task, timeout=timeout, version="abc1234")
+
+
+def started(spark: SparkExecutor, req: RunRequest) -> YarnExecution:
+    execution = spark.prepare(req)
+    assert isinstance(execution, YarnExecution)
+    execution.start()
+    return execution
+
+
+def drive_until(execution: YarnExecution, condition: object, limit: float = 30) -> None:
+    end = time.monotonic() + limit
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < end, "condition not reached"
+        assert execution.wait(until=time.monotonic() + 0.05) is None, execution.outcome
+
+
+def finish(execution: YarnExecution, limit: float = 30) -> Outcome:
+    outcome = execution.wait(until=time.monotonic() + limit)
+    assert outcome is not None
+    assert marked_processes(execution.run_id) == []
+    return outcome
+
+
+def test_command_line_carries_queue_resources_tags_archive_and_conf(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    conf = {"spark.dynamicAllocation.enabled": False, "spark.yarn.maxAppAttempts": 4}
+    spark = make_executor(store, tmp_path, rm, conf=conf, allowed_overrides=("spark.sql.shuffle.*",))
+    req = request(tmp_path, spark={"spark.sql.shuffle.partitions": 8})
+    execution = spark.prepare(req)
+    runner = spark.runs_root / req.run_id / "runner.py"
+    archive = next((store.root / "archives").glob("*.tar.gz"))
+    tags = f"peach,peach-codops-chrts,peach-task-daily_report,peach-run-{req.run_id}"
+    assert execution.command == [
+        str(tmp_path / "spark-submit"),
+        *("--master", "yarn", "--deploy-mode", "cluster", "--name", "peach-chrts-daily_report"),
+        *("--queue", "root.chrts", "--num-executors", "3"),
+        *("--executor-cores", "2", "--executor-memory", "4g", "--driver-memory", "2g"),
+        *("--archives", f"{archive}#environment"),
+        *("--conf", "spark.dynamicAllocation.enabled=false"),
+        *("--conf", "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python"),
+        *("--conf", "spark.sql.shuffle.partitions=8"),
+        *("--conf", "spark.yarn.appMasterEnv.PEACH_CODOPS=chrts"),
+        *("--conf", f"spark.yarn.appMasterEnv.PEACH_RUN_ID={req.run_id}"),
+        *("--conf", "spark.yarn.appMasterEnv.PEACH_TASK=daily_report"),
+        *("--conf", "spark.yarn.appMasterEnv.PEACH_VERSION=abc1234"),
+        *("--conf", "spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python"),
+        *("--conf", "spark.yarn.maxAppAttempts=1"),  # the operator's 4 cannot make a task run twice
+        *("--conf", "spark.yarn.submit.waitAppCompletion=false"),
+        *("--conf", f"spark.yarn.tags={tags}"),
+        str(runner),
+    ]
+    assert all(len(tag) <= 100 and tag == tag.lower() for tag in run_tags(req))
+    # The driver runs on the cluster: no artifacts directory, and the run says why.
+    assert execution.artifacts_dir is None and "PEACH_ARTIFACTS_DIR" not in execution.env
+    assert "YARN cluster mode" in (execution.artifacts_note or "")
+    assert not (spark.runs_root / req.run_id / "artifacts").exists()
+    with pytest.raises(ExecutionError, match=r"spark.executor.memory.*spark.allowed_overrides"):
+        spark.prepare(request(tmp_path / "other", spark={"spark.executor.memory": "64g"}))
+
+
+def test_run_is_tracked_by_id_and_tag_with_lifetime_and_driver_logs(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    spark = make_executor(store, tmp_path, rm)
+    execution = started(spark, request(tmp_path, timeout=1800))
+    before = time.time()
+    drive_until(execution, lambda: execution.submitted)
+    app_id = execution.application_id
+    assert app_id == f"application_{1700000000000}_0001"
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv[1:3] == ["--master", "yarn"]
+    expiry = datetime.strptime(rm.timeouts[app_id], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    assert before + 1800 + 600 - 5 <= expiry <= time.time() + 1800 + 600
+    rm.set_state(app_id, "RUNNING")
+    assert execution.wait(until=time.monotonic() + 0.2) is None
+    rm.node_logs[rm.container(app_id)] = {"stdout": "hello from the driver\n", "stderr": "INFO all good\n"}
+    rm.set_state(app_id, "FINISHED", "SUCCEEDED")
+    outcome = finish(execution)
+    assert outcome.status is RunStatus.SUCCEEDED, outcome
+    assert outcome.application_id == app_id
+    text = execution.read_log().decode()
+    assert "source: NodeManager" in text and "log aggregation DISABLED" in text
+    assert "hello from the driver" in text and "INFO all good" in text
+
+
+def test_failed_application_fails_the_run_with_its_diagnostics(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    execution = started(make_executor(store, tmp_path, rm), request(tmp_path))
+    drive_until(execution, lambda: execution.submitted)
+    assert execution.application_id is not None
+    rm.set_state(execution.application_id, "FAILED", "FAILED", "User class threw exception: boom\nat x")
+    outcome = finish(execution)
+    assert outcome.status is RunStatus.FAILED
+    assert outcome.error == "User class threw exception: boom"
+    assert "YARN diagnostics: User class threw exception: boom" in execution.read_log().decode()
+
+
+def test_lost_output_the_tag_finds_the_application(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    execution = started(make_executor(store, tmp_path, rm, mode="silent"), request(tmp_path))
+    drive_until(execution, lambda: execution.submitted)
+    assert execution.application_id == "application_1700000000000_0001"
+    assert "found application_1700000000000_0001 by its tag" in execution.read_log().decode()
+    execution.kill("test over")
+
+
+def test_refused_submission_fails_and_never_takes_an_id_from_the_log(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    execution = started(make_executor(store, tmp_path, rm, mode="refused"), request(tmp_path))
+    outcome = finish(execution)
+    assert outcome.status is RunStatus.FAILED
+    assert "exit code 1" in outcome.summary and "no application is tagged" in outcome.summary
+    assert outcome.application_id is None  # application_1_0001 in its output is not ours
+    assert "application_1_0001" in execution.read_log().decode()
+
+
+def test_timeout_kills_the_application_through_the_rest_api(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    clock = Clock()
+    execution = started(make_executor(store, tmp_path, rm, clock=clock), request(tmp_path, timeout=300))
+    drive_until(execution, lambda: execution.submitted)
+    app_id = execution.application_id
+    assert app_id is not None
+    rm.set_state(app_id, "RUNNING")
+    clock.offset += 301
+    outcome = finish(execution)
+    assert outcome.status is RunStatus.TIMED_OUT
+    assert rm.apps[app_id]["state"] == "KILLED"
+    assert rm.kill_requests == [app_id]  # 202, then the state reads KILLED
+    assert "killed through the ResourceManager (KILLED)" in outcome.summary
+
+
+def test_resourcemanager_ha_fails_over_to_the_active_one(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    other = FakeResourceManager()
+    try:
+        other.apps = rm.apps  # one cluster, two ResourceManagers
+        other.standby = True
+        ha = client(rm.url, other.url)
+        execution = started(make_executor(store, tmp_path, rm, resourcemanager=ha), request(tmp_path))
+        drive_until(execution, lambda: execution.submitted)
+        assert ha.active == rm.url
+        rm.standby, other.standby = True, False  # failover: rm becomes the standby and answers 503
+        app_id = execution.application_id
+        assert app_id is not None
+        rm.set_state(app_id, "FINISHED", "SUCCEEDED")
+        outcome = finish(execution)
+        assert outcome.status is RunStatus.SUCCEEDED
+        assert ha.active == other.url
+        assert ("GET", f"/ws/v1/cluster/apps/{app_id}") in other.requests
+        rm.active_url = other.url  # a standby that knows the active one redirects to it
+        assert client(rm.url).app(app_id)["state"] == "FINISHED"
+    finally:
+        other.close()
+
+
+def test_no_resourcemanager_answering_is_an_error_after_bounded_retries(rm: FakeResourceManager) -> None:
+    rm.standby = True
+    sleeps: list[float] = []
+    dead = ResourceManager(
+        [rm.url, "http://127.0.0.1:9"], timeout=1, retries=3, backoff=0.5, sleep=sleeps.append
+    )
+    with pytest.raises(ResourceManagerError, match="no ResourceManager answered"):
+        dead.apps_by_tag("peach")
+    assert sleeps == [0.5, 1.0]
+
+
+def test_driver_logs_come_from_the_log_server_or_fall_back_to_the_nodemanager(
+    rm: FakeResourceManager,
+) -> None:
+    yarn = client(rm.url)
+    app_id = rm.submit("peach-chrts-job", "chrts", ["peach"])
+    container = rm.container(app_id)
+    rm.set_state(app_id, "FINISHED", "SUCCEEDED")
+    rm.node_logs[container] = {"stdout": "from the node\n"}
+    rm.server_logs[container] = {"stdout": "aggregated\n", "stderr": "aggregated err\n"}
+    rm.apps[app_id]["logAggregationStatus"] = "SUCCEEDED"
+    source, files = yarn.driver_logs(app_id, f"{rm.url}/logserver", 1024, wait=0)
+    assert source == f"aggregated logs from {rm.url}/logserver"
+    assert files == {"stdout": b"aggregated\n", "stderr": b"aggregated err\n"}
+    rm.apps[app_id]["logAggregationStatus"] = "DISABLED"
+    source, files = yarn.driver_logs(app_id, f"{rm.url}/logserver", 5, wait=0)
+    assert source.startswith("NodeManager") and "DISABLED" in source
+    assert files == {"stdout": b"from "}  # capped
+    assert yarn.apps_by_tag("peach-run-nobody") == []  # {"apps": null}
+
+
+def test_restart_reattaches_live_runs_and_kills_the_rest(tmp_path: Path, rm: FakeResourceManager) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        soon = datetime.now(UTC) + timedelta(hours=1)
+        live = store.start_run("chrts", "live", loop="chrts", executor="spark", version="a", deadline=soon)
+        late = store.start_run(
+            "chrts",
+            "late",
+            loop="chrts",
+            executor="spark",
+            version="a",
+            deadline=datetime.now(UTC) - timedelta(1),
+        )
+        apps = {
+            run_id: rm.submit("peach-chrts-x", "chrts", ["peach", f"peach-run-{run_id}"])
+            for run_id in (live.id, late.id, "r-gone")
+        }
+        rm.set_state(apps[live.id], "RUNNING")
+        done = rm.submit("peach-chrts-old", "chrts", ["peach", "peach-run-r-old"])
+        rm.set_state(done, "FINISHED", "SUCCEEDED")
+        decisions, followers = recover_applications(client(rm.url), store, poll=0.05)
+        actions = {d.app_id: (d.action, d.why) for d in decisions}
+        assert actions == {
+            apps[live.id]: ("follow", "its run is still going"),
+            apps[late.id]: ("kill", "its run is past its deadline"),
+            apps["r-gone"]: ("kill", "its run is unknown"),
+        }
+        assert sorted(rm.kill_requests) == sorted([apps[late.id], apps["r-gone"]])
+        assert rm.apps[apps[late.id]]["state"] == "KILLED"
+        (follower,) = followers
+        rm.set_state(apps[live.id], "FINISHED", "SUCCEEDED")
+        follower.join(10)
+        closed = store.get_run(live.id)
+        assert closed.status is RunStatus.SUCCEEDED
+        assert closed.application_id == apps[live.id]
+        assert closed.outcome is not None and closed.outcome.startswith("re-attached after a restart")
+    finally:
+        store.close()
