@@ -76,7 +76,8 @@ class OrganisationSource:
         problems: list[Problem] = [Problem(self.codops, None, text) for text in org.problems]
         for result in org.results:
             problems += result.definitions.problems if result.definitions else ()
-        self.runtime.store.upsert_tasks(self.codops, org.tasks)
+        for name in self.runtime.store.upsert_tasks(self.codops, org.tasks):
+            self.runtime.metrics.forget_task(self.codops, name)  # its per-task gauges go with it
         self.runtime.store.replace_problems(self.codops, self.codops, problems)
         errors = sum(p.severity is Severity.ERROR for p in problems)
         self.runtime.metrics.validation_errors(self.codops, errors)

@@ -320,3 +320,18 @@ def test_real_prometheus_scrapes_the_service(tmp_path: Path, running: list[Servi
         assert [(b["metric"]["result"], b["value"][1]) for b in builds] == [("ok", "1")]
         hits = prometheus_query(prometheus, "peach_environment_cache_hits_total")
         assert float(hits[0]["value"][1]) >= 3
+
+
+def test_a_task_removed_from_the_repository_drops_its_series(tmp_path: Path) -> None:
+    repo = org_repo(tmp_path, "alpha", {"ok": (QUICK, {}), "gone": (QUICK, {})})
+    service = service_for(tmp_path, {"alpha": repo})
+    try:
+        service.once()
+        tasks = {labels.get("task") for name, labels, _ in service.metrics.series() if "_task_" in name}
+        assert tasks == {"ok", "gone"}
+        commit(repo, tasks_files("alpha", {"ok": (QUICK, {})}), "remove a task")
+        service.once()
+        tasks = {labels.get("task") for name, labels, _ in service.metrics.series() if "_task_" in name}
+        assert tasks == {"ok"}
+    finally:
+        service.close()
