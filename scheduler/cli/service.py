@@ -51,8 +51,8 @@ def _run(args: argparse.Namespace, config: "Config | None" = None) -> Exit:
     from scheduler.service.logconfig import configure_logging
     from scheduler.service.service import Service, install_signal_handlers
 
-    configure_logging()
     config = config or load(args)
+    configure_logging()
     if args.port is not None:
         config = config.model_copy(update={"http": config.http.model_copy(update={"port": args.port})})
     service = Service(config)
@@ -86,8 +86,9 @@ def _once(args: argparse.Namespace) -> Exit:
     from scheduler.service.logconfig import configure_logging
     from scheduler.service.service import Service
 
+    config = load(args)
     configure_logging()
-    service = Service(load(args))
+    service = Service(config)
     try:
         runs = service.once()
     finally:
