@@ -1,13 +1,9 @@
 """``peach-scheduler``: a thin shell over the library.
 
 The parser is built from each command module's ``register``; this is the one place where an error becomes
-an exit code (``common.Exit``) and is printed: ``prog: message`` on standard error, or with ``--json`` one
-line ``{"error": "...", "exit_code": N}`` on standard output.
-
-  0  success
-  1  a run failed (``once``), validation errors (``validate``), a queue problem (``queues check``), or what
-     was asked for is not there or was refused (an unknown run or task, a run without a manifest, ...)
-  2  a usage error (bad arguments, also with ``--json``) or a configuration error (missing or invalid file)
+an exit code (the table is ``common.Exit``: 0 ok, 1 failed or not found, 2 usage or configuration) and is
+printed: ``prog: message`` on standard error, or with ``--json`` one line
+``{"error": "...", "exit_code": N}`` on standard output.
 """
 
 import json
@@ -35,8 +31,8 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` (default: the process's arguments) describes; returns its exit code.
 
-    Errors a command raises on purpose (``PeachError``, ``LookupError``, ``ValueError``, ``UsageError``)
-    are printed and give exit 1 or 2; anything else is a bug and propagates with its traceback.
+    Errors a command raises on purpose (``PeachError``, ``ValueError``, ``UsageError``) are printed and
+    give exit 1 or 2; anything else is a bug and propagates with its traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -62,7 +58,7 @@ def exit_code(exc: Exception) -> Exit | None:
     """The exit code of an error a command raised; None for an unexpected one (a bug)."""
     if isinstance(exc, UsageError | ConfigError):
         return Exit.USAGE
-    if isinstance(exc, PeachError | LookupError | ValueError):
+    if isinstance(exc, PeachError | ValueError):
         return Exit.FAILED
     return None
 
