@@ -90,6 +90,7 @@ def start(
     request = RunRequest(f"spark-{secrets.token_hex(6)}", task, timeout=timeout)
     runs.append(request.run_id)
     execution = spark.prepare(request)
+    assert isinstance(execution, ProcessExecution)  # a local driver: one local process, no remote side
     execution.start()
     return execution
 
@@ -104,9 +105,11 @@ def test_local_notebook_task_gets_a_spark_session_and_succeeds(
     execution = start(spark, tmp_path / "repo", WORDS, no_leftovers)
     assert execution.process.command[0] == str(spark_home() / "bin" / "spark-submit")  # type: ignore[operator]
     assert execution.process.command[1:3] == ["--master", "local[2]"]
-    assert execution.process.env["PYSPARK_DRIVER_PYTHON"].startswith(
-        str(store.root)
-    )  # the task's interpreter
+    driver_python = execution.process.env["PYSPARK_DRIVER_PYTHON"]
+    assert driver_python.startswith(str(store.root))  # the task's interpreter
+    manifest = execution.manifest()  # what the run's manifest records, read back from the command line
+    assert manifest.spark is not None and manifest.spark["master"] == "local[2]"
+    assert str(manifest.python) == driver_python and manifest.runner == Path(execution.process.command[-1])
     outcome = finish(execution, JVM_RUN)
     text = execution.read_log().decode()
     assert outcome.status is RunStatus.SUCCEEDED, text[-3000:]

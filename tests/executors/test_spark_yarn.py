@@ -13,7 +13,7 @@ import pytest
 from executors.base import Outcome, RunningRun, RunRequest
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
-from executors.spark import SparkExecutor, run_tags
+from executors.spark import SparkExecutor, run_tags, spark_settings
 from executors.yarn.client import ResourceManager
 from executors.yarn.execution import YarnExecution
 from executors.yarn.recovery import decide
@@ -144,6 +144,14 @@ def test_command_line_carries_queue_resources_tags_archive_and_conf(
     assert execution.artifacts_dir is None and "PEACH_ARTIFACTS_DIR" not in execution.submit.env
     assert "YARN cluster mode" in (execution.artifacts_note or "")
     assert not (spark.runs_root / req.run_id / "artifacts").exists()
+    # What the manifest records: the settings read back from this very command line, the runner it runs,
+    # and the local build of the environment that was packed and shipped.
+    manifest = execution.manifest()
+    assert (
+        manifest.spark == spark_settings(execution.submit.command) and manifest.spark["queue"] == "root.chrts"
+    )
+    assert manifest.runner == runner and manifest.python is not None
+    assert manifest.python.is_relative_to(store.root) and manifest.python.name == "python"
     with pytest.raises(ExecutionError, match=r"spark.executor.memory.*spark.allowed_overrides"):
         spark.prepare(request(tmp_path / "other", spark={"spark.executor.memory": "64g"}))
 
