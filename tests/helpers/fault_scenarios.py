@@ -367,6 +367,9 @@ def resourcemanager(root: Path, kind: str) -> Report:
                 lambda: [r for r in service.store.running_runs() if r.application_id], 120, "the YARN run"
             )[0]
             app_id = run.application_id
+            log = Path(str(run.log_path))  # the fault must hit the following, not the submission
+            followed = f"YARN application {app_id} (tag"
+            wait_for(lambda: log.exists() and followed in log.read_text(), 60, "the application followed")
             probe = probe_for(service).start()
             began, since, asked = time.monotonic(), now(), len(rm1.requests) + len(rm2.requests)
             if kind == "failover":
