@@ -500,6 +500,14 @@ class Store:
                 row.taken_at = now
         return [Trigger.from_row(row) for row in rows]
 
+    def return_trigger(self, trigger_id: int) -> None:
+        """A taken request that was not run (its task still had a running run, or the service stopped)
+        waits again, with its place in the queue."""
+        with self._session(write=True) as session:
+            row = session.get(TriggerRow, trigger_id)
+            if row is not None:
+                row.taken_at = None
+
     # -- manifests and reruns -------------------------------------------------------------------------
 
     def save_manifest(self, manifest: Manifest) -> None:

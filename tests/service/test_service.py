@@ -137,6 +137,41 @@ def test_triggered_disabled_task_runs_once(tmp_path: Path) -> None:
         service.close()
 
 
+def test_a_trigger_refused_for_a_running_run_waits_until_it_can_run(tmp_path: Path) -> None:
+    repo = org_repo(tmp_path, "alpha", {"off": (QUICK, {"enabled": False})})
+    service = service_for(tmp_path, {"alpha": repo})
+    try:
+        service.recover()
+        loop = next(loop for loop in service.loops if loop.loop_name == "alpha")
+        assert loop.run_pass() == []
+        going = service.store.start_run(  # as a run re-attached at a restart would be
+            "alpha", "off", loop="alpha", executor="python", version=None
+        )
+        service.store.request_trigger("alpha", "off")
+        assert loop.run_pass() == []  # refused: the task already has a running run
+        assert loop.run_pass() == []
+        service.store.finish_run(going.id, RunStatus.SUCCEEDED, "exit code 0")
+        assert [(r.task, r.trigger.value) for r in loop.run_pass()] == [("off", "manual")]
+        assert loop.run_pass() == []  # taken once it ran
+    finally:
+        service.close()
+
+
+def test_a_stopping_service_gives_back_the_triggers_it_did_not_run(tmp_path: Path) -> None:
+    repo = org_repo(tmp_path, "alpha", {"off": (QUICK, {"enabled": False})})
+    service = service_for(tmp_path, {"alpha": repo})
+    try:
+        service.recover()
+        loop = next(loop for loop in service.loops if loop.loop_name == "alpha")
+        loop.run_pass()
+        service.store.request_trigger("alpha", "off")
+        service.request_stop()
+        assert loop.run_pass() == []
+        assert [(t.codops, t.task) for t in service.store.take_triggers("alpha")] == [("alpha", "off")]
+    finally:
+        service.close()
+
+
 def test_every_spaces_runs_out(tmp_path: Path) -> None:
     repo = org_repo(tmp_path, "alpha", {"hourly": (QUICK, {"every": "1h"}), "always": (QUICK, {})})
     service = service_for(tmp_path, {"alpha": repo})
