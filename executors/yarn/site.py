@@ -117,9 +117,18 @@ def read_site(environ: Mapping[str, str] | None = None) -> ClusterSite:
     except (OSError, ET.ParseError) as exc:
         log.warning("the cluster configuration %s cannot be read: %s", path, exc)
         return ClusterSite(path)
+    return ClusterSite(path, properties_of(root))
+
+
+def properties_of(root: ET.Element) -> dict[str, str]:
+    """``<configuration><property><name/><value/>`` as a mapping (a daemon's ``/conf`` has the same shape)."""
     properties = {}
     for prop in root.iter("property"):
         name, value = prop.findtext("name"), prop.findtext("value")
         if name:
             properties[name.strip()] = value or ""
-    return ClusterSite(path, properties)
+    return properties
+
+
+def parse_properties(data: bytes) -> dict[str, str]:
+    return properties_of(ET.fromstring(data))  # noqa: S314 (the cluster's own ResourceManager)

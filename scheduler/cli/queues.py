@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from executors.yarn.client import ResourceManager
-from queues.profiles import check, render
+from executors.yarn.site import read_site
+from queues.profiles import check, minimum_allocation, render
 from scheduler.config import load_config
 from scheduler.errors import ConfigError, ResourceManagerError
 
@@ -45,7 +46,8 @@ def _check(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         yarn = config.yarn
         rm = ResourceManager(yarn.resourcemanagers, timeout=yarn.timeout, retries=yarn.retries)
-        results = check(config, rm.scheduler())
+        minimum, _ = minimum_allocation(rm, read_site())
+        results = check(config, rm.scheduler(), minimum)
     except (ConfigError, ResourceManagerError) as exc:
         print(f"peach-scheduler queues check: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
