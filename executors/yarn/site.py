@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scheduler.config import YarnSettings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MINIMUM_MB = 1024
@@ -96,6 +98,34 @@ class ClusterSite:
             return max(1, int(value)) if value else DEFAULT_MINIMUM_MB
         except ValueError:
             return DEFAULT_MINIMUM_MB
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the scheduler reaches the cluster, and where each answer came from (for ``config show``)."""
+
+    resourcemanagers: tuple[str, ...]
+    resourcemanagers_from: str
+    log_server: str | None
+    log_server_from: str
+
+
+def endpoints(settings: YarnSettings, site: ClusterSite) -> Endpoints:
+    """The operator's ``yarn`` settings where given, else the cluster's yarn-site.xml."""
+    where = f"yarn-site.xml ({site.path})"
+    if settings.resourcemanagers:
+        rms, rms_from = settings.resourcemanagers, "the operator configuration"
+    elif found := site.resourcemanagers():
+        rms, rms_from = tuple(found), where
+    else:
+        rms, rms_from = (), "nowhere (no yarn.resourcemanagers, no yarn-site.xml naming one)"
+    if settings.log_server:
+        server, server_from = settings.log_server.rstrip("/"), "the operator configuration"
+    elif found_server := site.log_server():
+        server, server_from = found_server, where
+    else:
+        server, server_from = None, "nowhere: driver logs only from the NodeManager while it keeps them"
+    return Endpoints(rms, rms_from, server, server_from)
 
 
 def conf_dir(environ: Mapping[str, str]) -> Path | None:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from executors.yarn.site import ClusterSite, read_site
+from executors.yarn.site import ClusterSite, endpoints, read_site
+from scheduler.config import YarnSettings
 from tests.helpers.hadoop import write_configuration
 
 
@@ -93,3 +94,22 @@ def test_the_real_suite_cluster_configuration_reads_back(tmp_path: Path) -> None
     assert found.resourcemanagers() == ["http://127.0.0.1:8088"]
     assert found.log_server() == "http://127.0.0.1:8188/ws/v1/applicationhistory"
     assert found.minimum_allocation_mb() == 256
+
+
+def test_operator_settings_win_over_the_site_and_say_where_they_came_from(tmp_path: Path) -> None:
+    write_configuration(tmp_path)
+    found = read_site({"HADOOP_CONF_DIR": str(tmp_path / "conf")})
+    from_site = endpoints(YarnSettings(), found)
+    assert from_site.resourcemanagers == ("http://127.0.0.1:8088",)
+    assert from_site.log_server == "http://127.0.0.1:8188/ws/v1/applicationhistory"
+    assert from_site.resourcemanagers_from == from_site.log_server_from == f"yarn-site.xml ({found.path})"
+    mine = YarnSettings(resourcemanagers=("http://rm:8088",), log_server="http://jhs:19888/ws/v1/history/")
+    given = endpoints(mine, found)
+    assert (given.resourcemanagers, given.log_server) == (
+        ("http://rm:8088",),
+        "http://jhs:19888/ws/v1/history",
+    )
+    assert given.resourcemanagers_from == given.log_server_from == "the operator configuration"
+    nothing = endpoints(YarnSettings(), ClusterSite())
+    assert (nothing.resourcemanagers, nothing.log_server) == ((), None)
+    assert nothing.log_server_from.startswith("nowhere")
