@@ -23,6 +23,10 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
+import yaml
+
+from executors.spark import spark_home
+from tests.helpers.orgs import commit, git, tasks_files
 
 QUEUES = ("default", "alpha", "beta")
 RM, NM, TIMELINE = "http://127.0.0.1:8088", "http://127.0.0.1:8042", "http://127.0.0.1:8188"
@@ -267,3 +271,60 @@ def container_processes(cluster: YarnCluster) -> list[int]:
         except OSError:
             continue
     return found
+
+
+# -- the scheduler's side: an organisation whose spark tasks run on the cluster ----------------------
+
+
+def spark_task(tasks: dict[str, tuple[str, dict[str, object]]]) -> dict[str, str]:
+    files = tasks_files("alpha", tasks)
+    data = yaml.safe_load(files["peach.yaml"])
+    for definition in data["tasks"].values():
+        definition["executor"] = "spark"
+    files["peach.yaml"] = yaml.safe_dump(data)
+    return files
+
+
+def spark_repo(root: Path, tasks: dict[str, tuple[str, dict[str, object]]]) -> Path:
+    repo = root / "alpha-repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    commit(repo, spark_task(tasks), "tasks")
+    return repo
+
+
+def peach_config(root: Path, cluster: YarnCluster, repo: Path, **yarn: object) -> Path:
+    home = spark_home()
+    assert home is not None, "pyspark is a dependency of the scheduler"
+    config = {
+        "workspace": str(root / "workspace"),
+        "http": {"host": "127.0.0.1", "port": 0, "api_token_env": "PEACH_TEST_TOKEN"},
+        "loops": {"pause": "0.5s"},
+        "spark": {
+            "master": "yarn",
+            "deploy_mode": "cluster",
+            "python": os.path.realpath("/usr/bin/python3"),
+            "conf": {
+                "spark.yarn.jars": f"local:{home}/jars/*",
+                "spark.yarn.appMasterEnv.SPARK_LOCAL_IP": "127.0.0.1",
+                "spark.executorEnv.SPARK_LOCAL_IP": "127.0.0.1",
+                "spark.yarn.stagingDir": f"file://{root / 'staging'}",
+            },
+        },
+        "yarn": {"resourcemanagers": [cluster.rm], "poll": "1s", **yarn},
+        "organisations": {
+            "alpha": {
+                "repositories": [{"url": str(repo)}],
+                "queue": "alpha",
+                "resources": {
+                    "executors": 1,
+                    "executor_cores": 1,
+                    "executor_memory": "512m",
+                    "driver_memory": "512m",
+                },
+            }
+        },
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -16,9 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from executors.spark import spark_home
 from scheduler.config import load_config
 from scheduler.service.service import Service
 from scheduler.status import RunStatus
@@ -26,8 +24,8 @@ from scheduler.store.records import Run
 from scheduler.store.store import Store
 from tests.conftest import start_service
 from tests.helpers.backends import wait_for
-from tests.helpers.hadoop import YarnCluster
-from tests.helpers.orgs import commit, git, log_text, tasks_files
+from tests.helpers.hadoop import YarnCluster, peach_config, spark_repo
+from tests.helpers.orgs import log_text
 
 pytestmark = [pytest.mark.yarn, pytest.mark.timeout(600)]
 
@@ -45,60 +43,6 @@ UDF = (
     "    rdd = spark.sparkContext.parallelize(range(4), 2)\n"
     "    print('executors import', set(rdd.map(lambda _: __import__('six').__name__).collect()))\n"
 )
-
-
-def spark_task(tasks: dict[str, tuple[str, dict[str, object]]]) -> dict[str, str]:
-    files = tasks_files("alpha", tasks)
-    data = yaml.safe_load(files["peach.yaml"])
-    for definition in data["tasks"].values():
-        definition["executor"] = "spark"
-    files["peach.yaml"] = yaml.safe_dump(data)
-    return files
-
-
-def repo_with(root: Path, tasks: dict[str, tuple[str, dict[str, object]]]) -> Path:
-    repo = root / "alpha-repo"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    commit(repo, spark_task(tasks), "tasks")
-    return repo
-
-
-def write_config(root: Path, cluster: YarnCluster, repo: Path, **yarn: object) -> Path:
-    home = spark_home()
-    assert home is not None, "pyspark is a dependency of the scheduler"
-    config = {
-        "workspace": str(root / "workspace"),
-        "http": {"host": "127.0.0.1", "port": 0, "api_token_env": "PEACH_TEST_TOKEN"},
-        "loops": {"pause": "0.5s"},
-        "spark": {
-            "master": "yarn",
-            "deploy_mode": "cluster",
-            "python": os.path.realpath("/usr/bin/python3"),
-            "conf": {
-                "spark.yarn.jars": f"local:{home}/jars/*",
-                "spark.yarn.appMasterEnv.SPARK_LOCAL_IP": "127.0.0.1",
-                "spark.executorEnv.SPARK_LOCAL_IP": "127.0.0.1",
-                "spark.yarn.stagingDir": f"file://{root / 'staging'}",
-            },
-        },
-        "yarn": {"resourcemanagers": [cluster.rm], "poll": "1s", **yarn},
-        "organisations": {
-            "alpha": {
-                "repositories": [{"url": str(repo)}],
-                "queue": "alpha",
-                "resources": {
-                    "executors": 1,
-                    "executor_cores": 1,
-                    "executor_memory": "512m",
-                    "driver_memory": "512m",
-                },
-            }
-        },
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture
@@ -148,7 +92,7 @@ def report(name: str, run: Run, started: float) -> None:
 
 
 def once(tmp_path: Path, cluster: YarnCluster, tasks: dict[str, tuple[str, dict[str, object]]]) -> Service:
-    service = Service(load_config(write_config(tmp_path, cluster, repo_with(tmp_path, tasks))))
+    service = Service(load_config(peach_config(tmp_path, cluster, spark_repo(tmp_path, tasks))))
     service.once()
     return service
 
@@ -242,8 +186,10 @@ def running_app(store: Store, task: str, cluster: YarnCluster, state: str = "RUN
 def test_killed_service_reattaches_and_records_the_success(
     tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
 ) -> None:
-    config = write_config(
-        tmp_path, cluster_env, repo_with(tmp_path, {"nap": (SLEEP, {"args": {"seconds": 25}, "every": "1h"})})
+    config = peach_config(
+        tmp_path,
+        cluster_env,
+        spark_repo(tmp_path, {"nap": (SLEEP, {"args": {"seconds": 25}, "every": "1h"})}),
     )
     store = Store.from_url(load_config(config).database_url)
     try:
@@ -264,9 +210,8 @@ def test_killed_service_reattaches_and_records_the_success(
 def test_an_application_that_ends_while_the_service_is_down_keeps_its_status(
     tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
 ) -> None:
-    config = write_config(
-        tmp_path, cluster_env, repo_with(tmp_path, {"nap": (SLEEP, {"args": {"seconds": 5}, "every": "1h"})})
-    )
+    tasks = {"nap": (SLEEP, {"args": {"seconds": 5}, "every": "1h"})}
+    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks))
     store = Store.from_url(load_config(config).database_url)
     try:
         started = time.monotonic()
@@ -290,7 +235,7 @@ def test_an_application_past_its_deadline_at_restart_is_killed_and_timed_out(
     tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
 ) -> None:
     tasks = {"slow": (SLEEP, {"timeout": "40s", "every": "1h"})}
-    config = write_config(tmp_path, cluster_env, repo_with(tmp_path, tasks))
+    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks))
     store = Store.from_url(load_config(config).database_url)
     try:
         started = time.monotonic()
@@ -313,7 +258,7 @@ def test_a_lifetime_kill_while_the_service_is_down_is_a_timeout(
     tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
 ) -> None:
     tasks = {"slow": (SLEEP, {"timeout": "20s", "every": "1h"})}
-    config = write_config(tmp_path, cluster_env, repo_with(tmp_path, tasks), lifetime_grace="5s")
+    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks), lifetime_grace="5s")
     store = Store.from_url(load_config(config).database_url)
     try:
         started = time.monotonic()
