@@ -29,7 +29,8 @@ import yaml
 from executors.process import ProcessExecution
 from executors.runner import runner_script
 from scheduler.config import load_config
-from scheduler.service.service import Service, loops
+from scheduler.service import loops
+from scheduler.service.service import Service
 from scheduler.spec.definitions import load_definitions
 
 GIT = ["git", "-c", "user.name=b", "-c", "user.email=b@localhost", "-c", "init.defaultBranch=master"]

@@ -49,7 +49,8 @@ from service_1000 import GIT, WORKERS, bare, write_config  # type: ignore[import
 from executors.process import ProcessExecution
 from executors.runner import runner_script
 from scheduler.config import load_config
-from scheduler.service.service import Service, loops
+from scheduler.service import loops
+from scheduler.service.service import Service
 from scheduler.spec.definitions import load_definitions
 
 FAST = "def main():\n    pass\n"

@@ -1,4 +1,5 @@
-"""The lifecycle every executor shares: prepare, start, wait with a deadline, kill, logs, final outcome.
+"""The lifecycle every executor shares: prepare, start, wait with a deadline, kill, logs, final outcome,
+and recovery after a scheduler restart.
 
 An ``Executor`` turns a ``RunRequest`` into an ``Execution`` (``prepare``: code, environment; may raise a
 ``PeachError`` such as ``EnvironmentBuildError`` before anything runs). The caller then drives it::
@@ -9,26 +10,48 @@ An ``Executor`` turns a ``RunRequest`` into an ``Execution`` (``prepare``: code,
         ...                                 # still running: check for shutdown, a kill request, ...
     record(outcome)                         # or execution.kill("operator request") at any time
 
-``wait`` enforces the run's timeout itself (the run ends ``TIMED_OUT``); ``until`` only bounds how long
-the caller is willing to block. Times are on the executor's injected monotonic clock. An executor with a
-remote side (spark on YARN) also fills ``application_id`` as soon as it is known, and its ``kill`` goes
-through the cluster too; the interface stays the same. ``progress`` holds the latest progress the run
-reported, if any (read it from any thread).
+``wait`` enforces the run's ``Deadline`` itself (the run ends ``TIMED_OUT``): the check lives here, once,
+for every kind of execution; a subclass only says how to wait for its run to end by itself (``_poll``)
+and how to end it (``_end``). ``until`` only bounds how long the caller is willing to block. Times are
+on the executor's injected monotonic clock.
+
+What identifies a run outside the scheduler is its ``handle``, an opaque string (``pid:1234``,
+``yarn:application_1_0001``; later a pod name) that the store records as soon as it is known and that
+may change while the run goes on (spark-submit's pid, then its YARN application). ``manifest()`` says
+what the run's manifest records that only the executor knows. ``progress`` holds the latest progress the
+run reported, if any (read it from any thread).
+
+Recovery (dagster's ``RunLauncher.resume_run``, prefect's ``kill_infrastructure``): after a restart, the
+service hands each executor the runs of its kind still recorded RUNNING (``RunningRun``, no store record:
+executors never see the store) and ``recover`` answers, for each, whether it re-attached it (an
+``Execution`` already going, driven by the same supervision as any run) or closed it (an ``Outcome``).
 """
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from executors.progress import Progress
+from scheduler.errors import ExecutionError
 from scheduler.spec.definitions import Task
+from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
+
+PID_HANDLE = "pid:"
+
+
+def pid_handle(pid: int) -> str:
+    return f"{PID_HANDLE}{pid}"
 
 
 @dataclass(frozen=True)
 class RunRequest:
-    """One run to execute. ``timeout`` in seconds (the task's or the loop's limit), None for no limit."""
+    """One run to execute. ``timeout`` is the run's effective limit in seconds, chosen once by the runs
+    layer (``scheduler.limits.LoopLimits.for_run``: the task's own or its loop's); None for no limit.
+    The run's ``Deadline`` is its start plus this."""
 
     run_id: str
     task: Task
@@ -43,7 +66,8 @@ class Outcome:
 
     ``summary`` says how it ended in words (``exit code 3``, ``killed by SIGKILL after timeout 300 s``);
     ``error`` is the most telling line of the output for a failed run (the exception line of a traceback).
-    ``started_at``/``finished_at`` are wall-clock (epoch seconds).
+    ``handle`` is the run's last handle (its YARN application, say). ``started_at``/``finished_at`` are
+    wall-clock (epoch seconds).
     """
 
     status: RunStatus
@@ -51,7 +75,7 @@ class Outcome:
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
-    application_id: str | None = None
+    handle: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
     log_bytes: int = 0
@@ -64,43 +88,126 @@ class Outcome:
         return self.finished_at - self.started_at
 
 
-class Execution(ABC):
-    """One run in progress. Not thread-safe: one supervisor drives it."""
+class Deadline:
+    """When a run must end, on its execution's monotonic clock: the one deadline check of every execution.
 
-    def __init__(self, request: RunRequest, log_path: Path) -> None:
-        self.request = request
+    ``after(timeout)`` is a fresh run's (counting from ``start``); ``at_wall(epoch)`` is a re-attached run's,
+    whose deadline the store kept as wall-clock time. ``words`` is how a timeout is said in the outcome.
+    """
+
+    def __init__(self, clock: Callable[[], float], at: float | None = None, words: str = "") -> None:
+        self.clock, self.at, self.words = clock, at, words
+
+    @classmethod
+    def after(cls, timeout: float | None, clock: Callable[[], float] = time.monotonic) -> "Deadline":
+        if timeout is None:
+            return cls(clock)
+        return cls(clock, clock() + timeout, f"timeout {timeout:g} s")
+
+    @classmethod
+    def at_wall(
+        cls, epoch: float | None, clock: Callable[[], float], wall: Callable[[], float] = time.time
+    ) -> "Deadline":
+        if epoch is None:
+            return cls(clock)
+        return cls(clock, clock() + (epoch - wall()), "deadline passed")
+
+    def passed(self) -> bool:
+        return self.at is not None and self.clock() >= self.at
+
+    def left(self) -> float | None:
+        return None if self.at is None else self.at - self.clock()
+
+    def earliest(self, *times: float | None) -> float | None:
+        """The earliest of the deadline and ``times`` (None ignored); None when all are None."""
+        known = [t for t in (self.at, *times) if t is not None]
+        return min(known) if known else None
+
+
+@dataclass(frozen=True)
+class ExecutionManifest:
+    """What a run's manifest records that only its executor knows (``scheduler.runs.manifests``).
+
+    ``runner``: the script the command line runs (its text is kept); ``python``: the interpreter of the
+    environment to freeze (for YARN, the local build that was packed); ``spark``: the spark-submit
+    settings read back from the real command line, secrets redacted.
+    """
+
+    runner: Path | None = None
+    python: Path | None = None
+    spark: dict[str, Any] | None = None
+
+
+class Execution(ABC):
+    """One run in progress. Not thread-safe: one supervisor drives it (``kill`` may come from any thread)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        key: str,
+        log_path: Path,
+        deadline: Deadline | None = None,
+        manifest: ExecutionManifest | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.key = key  # ``codops/task``, for log lines about the run
         self.log_path = log_path
-        self.pid: int | None = None
-        self.application_id: str | None = None
+        self.deadline = deadline or Deadline.after(None)
+        self.handle: str | None = None
         self.outcome: Outcome | None = None
         self.progress: Progress | None = None  # the latest the run reported (executors.progress)
         # where the task writes files kept with the run (None: not collected, ``artifacts_note`` says why)
         self.artifacts_dir: Path | None = None
         self.artifacts_note: str | None = None
+        self.started = False
+        self._manifest = manifest or ExecutionManifest()
 
-    @property
-    def run_id(self) -> str:
-        return self.request.run_id
+    def manifest(self) -> ExecutionManifest:
+        return self._manifest
 
-    @property
-    def key(self) -> str:
-        """``codops/task``, for log lines about the run."""
-        return self.request.task.key
+    def reported(self, progress: Progress) -> None:
+        """The run reported ``progress`` (from whichever thread reads its output)."""
+        self.progress = progress
 
     @abstractmethod
     def start(self) -> None:
         """Start the run; raises ``ExecutionError`` (and leaves nothing behind) if it cannot start."""
 
-    @abstractmethod
     def wait(self, until: float | None = None) -> Outcome | None:
         """Block until the run ends (its outcome) or until ``until`` passes (None: still running).
 
-        The run's own timeout is enforced here: when it expires the run is killed and ends TIMED_OUT.
+        The run's deadline is enforced here: when it passes the run is killed and ends TIMED_OUT.
         """
+        self._check_started()
+        clock = self.deadline.clock
+        while self.outcome is None:
+            if self.deadline.passed():
+                return self._end(RunStatus.TIMED_OUT, self.deadline.words)
+            bound = self.deadline.earliest(until)
+            if self._poll(None if bound is None else max(0.0, bound - clock())):
+                return self._end(None, "")
+            if until is not None and clock() >= until and not self.deadline.passed():
+                return None
+        return self.outcome
 
-    @abstractmethod
     def kill(self, reason: str) -> Outcome:
         """End the run now (status KILLED unless it had already ended) and return its outcome."""
+        self._check_started()
+        return self._end(RunStatus.KILLED, reason)
+
+    @abstractmethod
+    def _poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: as long as it takes) for the run to end by itself; True
+        when it has. May return False early (a remote run is asked every so often)."""
+
+    @abstractmethod
+    def _end(self, status: RunStatus | None, why: str) -> Outcome:
+        """Close the run once: stop it first if ``status`` is given (TIMED_OUT, KILLED, unless it ended by
+        itself meanwhile); None means it ended by itself. Sets and returns ``outcome``."""
+
+    def _check_started(self) -> None:
+        if not self.started:
+            raise ExecutionError(f"run {self.run_id} was not started")
 
     def read_log(self, limit: int | None = None) -> bytes:
         """The run's log as stored so far (the last ``limit`` bytes if given); readable while running."""
@@ -114,11 +221,64 @@ class Execution(ABC):
             return b""
 
 
-class Executor(ABC):
-    """Makes executions of one kind (``python``, ``spark``, ...)."""
+@dataclass(frozen=True)
+class RunningRun:
+    """A run the store holds RUNNING at a restart, as an executor sees it: no store record.
 
-    name: str
+    ``deadline`` is wall-clock (epoch seconds), None for no limit; ``log_path`` is where its log is (None:
+    the previous process had not recorded one yet).
+    """
+
+    run_id: str
+    codops: str
+    task: str
+    executor: ExecutorKind
+    handle: str | None = None
+    deadline: float | None = None
+    log_path: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.codops}/{self.task}"
+
+
+@dataclass
+class Recovery:
+    """What an executor made of the running runs it was handed: each one re-attached or closed.
+
+    ``reattached`` executions are already going (``started``): their supervisor only waits for them.
+    ``closed`` outcomes are final (LOST, say): the service records them and notes them in the run's log.
+    """
+
+    reattached: dict[str, Execution] = field(default_factory=dict)
+    closed: dict[str, Outcome] = field(default_factory=dict)
+
+    def close(self, run_id: str, status: RunStatus, summary: str) -> None:
+        self.closed[run_id] = Outcome(status, summary)
+
+    def merge(self, other: "Recovery") -> "Recovery":
+        self.reattached.update(other.reattached)
+        self.closed.update(other.closed)
+        return self
+
+
+class Executor(ABC):
+    """Makes executions of one kind (``python``, ``spark``, ...) and recovers them after a restart."""
+
+    kind: ExecutorKind
+
+    @property
+    def name(self) -> str:
+        return self.kind.value
 
     @abstractmethod
     def prepare(self, request: RunRequest) -> Execution:
         """Everything the run needs short of starting it (code, environment); may raise ``PeachError``."""
+
+    @abstractmethod
+    def recover(self, running: Sequence[RunningRun]) -> Recovery:
+        """After a restart: every run in ``running`` (all of this executor's kind) re-attached or closed.
+
+        Must not raise for one run's sake (an outside system that does not answer closes what it can and
+        leaves nothing half-done); every run handed in is in the answer exactly once.
+        """

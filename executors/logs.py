@@ -73,7 +73,11 @@ def append_note(path: Path, text: str, wall: Callable[[], float] = time.time) ->
 
 
 class CappedLog:
-    """The log file of one run. Only one thread writes; any thread or process may read the file."""
+    """The log file of one run. Only one thread writes; any thread or process may read the file.
+
+    ``append``: continue a log an earlier process wrote (a run re-attached after a restart); what is
+    there counts as head, so the file still stays within the cap plus what it held.
+    """
 
     def __init__(
         self,
@@ -81,11 +85,12 @@ class CappedLog:
         limits: LogLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        append: bool = False,
     ) -> None:
         self.path = path
         self.limits = limits or LogLimits()
         self._clock, self._wall = clock, wall
-        self._file = path.open("wb")
+        self._file = path.open("r+b" if append and path.exists() else "wb")
         self._head = 0  # bytes written to the head region
         self._head_open = True
         self._tail: deque[bytes] = deque()
@@ -99,6 +104,16 @@ class CappedLog:
         self.total = 0  # every stamped byte ever written, kept or not
         self.stored = 0  # bytes in the file (as of the last write or flush)
         self.dropped = 0  # bytes of output left out of the file (as of the last flush)
+        if append:
+            self._continue()
+
+    def _continue(self) -> None:
+        size = self._file.seek(0, os.SEEK_END)
+        self._head = self.stored = self.total = size
+        self._head_open = size < self.limits.head_bytes
+        if size:
+            self._file.seek(size - 1)
+            self._head_ends_line = self._line_start = self._file.read(1) == b"\n"
 
     def output(self, data: bytes) -> None:
         """Append raw output of the run (any chunking; lines may span calls)."""

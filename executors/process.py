@@ -12,6 +12,11 @@ Ending a run: SIGTERM to the group and to every marked process, a grace period, 
 until a scan finds nobody, then the child is reaped. The child is left unreaped (``waitid(WNOWAIT)``)
 until its group is swept, so its pid cannot be reused as a group id meanwhile. When the child exits
 by itself, leftovers it spawned are swept the same way: no process outlives its run.
+
+The parts: ``LocalProcess`` is one child with the run's log (what every executor that runs something on
+this host shares: the python executor's interpreter, spark-submit for a local driver or as the YARN
+client); a ``Launcher`` holds how children are run and makes them; ``ProcessExecution`` is a run that is
+one child. ``Launcher.recover`` closes local runs after a restart (survivors killed, closed LOST).
 """
 
 import contextlib
@@ -22,11 +27,20 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from executors.base import Execution, Outcome, RunRequest
+from executors.base import (
+    Deadline,
+    Execution,
+    ExecutionManifest,
+    Outcome,
+    Recovery,
+    RunningRun,
+    RunRequest,
+    pid_handle,
+)
 from executors.logs import CappedLog, LogLimits, LogPump
 from executors.progress import Progress, ProgressScanner
 from scheduler.errors import ExecutionError
@@ -120,13 +134,56 @@ def describe_exit(returncode: int) -> str:
         return f"killed by signal {-returncode}"
 
 
-class ProcessExecution(Execution):
-    """A run that is one local child process (and whatever it spawns). ``kill`` may come from any thread.
+@dataclass(frozen=True)
+class Launcher:
+    """How local child processes are run, shared by every executor that starts one (python, spark-submit):
+    the log's limits, the grace between SIGTERM and SIGKILL, and the injected OS (``/proc``, clocks,
+    ``Popen``)."""
 
-    ``cleanup`` runs once when the run is over (release the environment, remove the work directory);
-    ``on_output`` sees every chunk of raw output on the reader thread (spark: find the application id);
-    progress lines in the output (``executors.progress``) update ``progress``;
-    ``stopping`` is the hook for a remote side to stop on a timeout or kill.
+    limits: LogLimits = field(default_factory=LogLimits)
+    grace: float = 10.0
+    proc_root: Path = PROC
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    popen: Popen = subprocess.Popen
+
+    def process(
+        self,
+        request: RunRequest,
+        command: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        on_output: Callable[[bytes], None] | None = None,
+    ) -> "LocalProcess":
+        return LocalProcess(request, command, env, cwd, log_path, self, on_output)
+
+    def recover(self, running: Sequence[RunningRun]) -> Recovery:
+        """Local runs after a restart: their output went through the scheduler, which is gone, so a
+        survivor is killed rather than followed (its log could no longer be captured); all close LOST.
+        Processes are found by the run's marker in their environment, not by a pid that may be reused."""
+        recovery = Recovery()
+        for run in running:
+            pids = find_run_processes(run.run_id, self.proc_root)
+            if pids:
+                stop_run(run.run_id, grace=2.0, proc_root=self.proc_root)
+                summary = (
+                    "the scheduler restarted while this run was going; its output could no longer be "
+                    f"captured, so its processes ({', '.join(map(str, sorted(pids)))}) were killed"
+                )
+            else:
+                summary = "the scheduler stopped while this run was going; its process was gone at restart"
+            recovery.close(run.run_id, RunStatus.LOST, summary)
+        return recovery
+
+
+class LocalProcess:
+    """One local child of a run, with the run's log: started in its own session carrying the run marker,
+    its output pumped into the capped log (progress lines scanned and told to ``on_progress``, every chunk
+    also shown to ``on_output``: spark on YARN finds its application id there), every process of the run
+    stopped, the child always reaped.
+
+    ``note`` and ``output`` may be called from any thread (they take the pump's lock).
     """
 
     def __init__(
@@ -136,42 +193,31 @@ class ProcessExecution(Execution):
         env: dict[str, str],
         cwd: Path,
         log_path: Path,
-        *,
-        limits: LogLimits | None = None,
-        grace: float = 10.0,
-        proc_root: Path = PROC,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-        popen: Popen = subprocess.Popen,
-        cleanup: Callable[[], None] | None = None,
+        launcher: Launcher,
         on_output: Callable[[bytes], None] | None = None,
     ) -> None:
-        super().__init__(request, log_path)
-        self._on_output = on_output
+        self.request, self.run_id, self.key = request, request.run_id, request.task.key
         self.command, self.env, self.cwd = command, {**env, RUN_MARKER: request.run_id}, cwd
-        self.limits, self.grace, self.proc_root = limits or LogLimits(), grace, proc_root
-        self._clock, self._wall, self._popen, self._cleanup = clock, wall, popen, cleanup
+        self.log_path, self.launcher, self.on_output = log_path, launcher, on_output
+        self.on_progress: Callable[[Progress], None] | None = None  # told each progress line (pump thread)
+        self.pid: int | None = None
+        self.started_at: float | None = None
+        self.log: CappedLog | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
-        self._log: CappedLog | None = None
         self._pump: LogPump | None = None
-        self._deadline: float | None = None
-        self._started_at: float | None = None
-        self._ending = threading.Lock()
-        self._progress = ProgressScanner(self._reported, self._note, wall)
+        self._scanner = ProgressScanner(self._reported, self.note, launcher.wall)
 
     def start(self) -> None:
-        if self._proc is not None:
-            raise ExecutionError(f"run {self.run_id} was already started")
-        task = self.request.task
+        """Open the log and start the child; raises ``ExecutionError`` (log closed) if either fails."""
+        task, launcher = self.request.task, self.launcher
         try:
-            self._log = CappedLog(self.log_path, self.limits, self._clock, self._wall)
-            self._log.note(f"run {self.run_id}: task {task.key} version {self.request.version or '-'}")
+            self.log = CappedLog(self.log_path, launcher.limits, launcher.clock, launcher.wall)
+            self.log.note(f"run {self.run_id}: task {task.key} version {self.request.version or '-'}")
         except OSError as exc:
-            self._release()
             raise ExecutionError(f"run {self.run_id}: cannot write its log {self.log_path}: {exc}") from exc
         try:
-            self._proc = self._popen(
+            self._proc = launcher.popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -182,62 +228,51 @@ class ProcessExecution(Execution):
                 close_fds=True,
             )
         except OSError as exc:
-            self._log.note(f"could not start {self.command[0]}: {exc}")
-            self._log.close()
-            self._release()
+            self.log.note(f"could not start {self.command[0]}: {exc}")
+            self.log.close()
             raise ExecutionError(f"run {self.run_id}: could not start {self.command[0]}: {exc}") from exc
         self.pid = self._proc.pid
-        self._started_at = self._wall()
-        if self.request.timeout is not None:
-            self._deadline = self._clock() + self.request.timeout
+        self.started_at = launcher.wall()
         try:
             self._pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
             self._pidfd = None  # polled instead
         assert self._proc.stdout is not None
-        label = f"{self.run_id} ({task.key})"
-        self._pump = LogPump(self._proc.stdout.fileno(), self._log, label, self._output)
+        self._pump = LogPump(
+            self._proc.stdout.fileno(), self.log, f"{self.run_id} ({task.key})", self._output
+        )
         self._pump.start()
         log.info("run %s (%s): started as pid %d", self.run_id, task.key, self.pid)
 
-    def wait(self, until: float | None = None) -> Outcome | None:
-        if self._proc is None:
-            raise ExecutionError(f"run {self.run_id} was not started")
-        while self.outcome is None:
-            now = self._clock()
-            if self._deadline is not None and now >= self._deadline:
-                return self._end(RunStatus.TIMED_OUT, f"timeout {self.request.timeout:g} s")
-            limits = [t for t in (until, self._deadline) if t is not None]
-            if self._exited(None if not limits else max(0.0, min(limits) - now)):
-                return self._end(None, "")
-            if until is not None and self._clock() >= until and not self._timed_out():
-                return None
-        return self.outcome
-
-    def kill(self, reason: str) -> Outcome:
-        if self._proc is None:
-            raise ExecutionError(f"run {self.run_id} was not started")
-        return self._end(RunStatus.KILLED, reason)
-
     def _output(self, chunk: bytes) -> None:
         try:
-            self._progress.feed(chunk)
+            self._scanner.feed(chunk)
         except Exception:  # progress is a nicety: it must never stop the log
             log.exception("run %s (%s): reading progress from its output failed", self.run_id, self.key)
-        if self._on_output is not None:
-            self._on_output(chunk)
+        if self.on_output is not None:
+            self.on_output(chunk)
 
     def _reported(self, progress: Progress) -> None:
-        self.progress = progress
+        if self.on_progress is not None:
+            self.on_progress(progress)
 
-    def stopping(self, status: RunStatus, why: str) -> None:
-        """Called once before a timeout or kill stops the local processes. A subclass with a remote side
-        (spark on YARN: kill the application through the ResourceManager) does that here."""
+    def note(self, text: str) -> None:
+        """A ``[peach]`` line in the run's log."""
+        assert self.log is not None and self._pump is not None
+        with self._pump.lock:
+            self.log.note(text)
 
-    def _timed_out(self) -> bool:
-        return self._deadline is not None and self._clock() >= self._deadline
+    def output(self, data: bytes) -> None:
+        """Output from elsewhere (the driver's logs fetched from YARN) into the run's log."""
+        assert self.log is not None and self._pump is not None
+        with self._pump.lock:
+            self.log.output(data)
 
-    def _exited(self, timeout: float | None) -> bool:
+    def poll(self) -> int | None:
+        assert self._proc is not None
+        return self._proc.poll()
+
+    def exited(self, timeout: float | None) -> bool:
         """Whether the child has exited, waiting up to ``timeout``; it stays unreaped (a zombie)."""
         assert self._proc is not None
         end = None if timeout is None else time.monotonic() + timeout
@@ -254,94 +289,146 @@ class ProcessExecution(Execution):
                 return False
             step = 1.0 if left is None else min(left, 1.0)
             if self._pidfd is not None:
-                with contextlib.suppress(OSError, ValueError):  # closed by a concurrent kill: re-check
+                with contextlib.suppress(OSError, ValueError):  # closed by a concurrent stop: re-check
                     select.select([self._pidfd], [], [], step)
             else:
                 time.sleep(min(step, 0.05))
 
-    def _note(self, text: str) -> None:
-        assert self._log is not None and self._pump is not None
-        with self._pump.lock:
-            self._log.note(text)
+    def leftovers(self) -> bool:
+        """Whether any process of the run is alive (the child, or what it spawned)."""
+        return bool(find_run_processes(self.run_id, self.launcher.proc_root))
 
     def _sweep(self, sig: int) -> set[int]:
         group = self.pid if self._proc is not None and self._proc.returncode is None else None
-        return signal_run(self.run_id, sig, self.proc_root, group)
+        return signal_run(self.run_id, sig, self.launcher.proc_root, group)
 
-    def _stop_everything(self) -> None:
+    def stop(self) -> None:
         """SIGTERM to everyone, up to ``grace`` for them to go, then SIGKILL until nobody is left."""
-        if not self._sweep(signal.SIGTERM) and self._exited(0):
+        if not self._sweep(signal.SIGTERM) and self.exited(0):
             return
-        end = time.monotonic() + self.grace
+        end = time.monotonic() + self.launcher.grace
         while time.monotonic() < end:
-            if not self._exited(0.05):
+            if not self.exited(0.05):
                 continue
-            if not find_run_processes(self.run_id, self.proc_root):
+            if not self.leftovers():
                 return
             time.sleep(0.05)  # polling leftovers that are not our children, up to the grace deadline
         end = time.monotonic() + 10
-        while self._sweep(signal.SIGKILL) or not self._exited(0.05):
+        while self._sweep(signal.SIGKILL) or not self.exited(0.05):
             if time.monotonic() > end:
                 log.error("run %s (%s): processes survive SIGKILL: %s", self.run_id, self.key, self._sweep(0))
                 return
+
+    def reap(self) -> int:
+        """After ``stop``: reap the child, read the rest of its output; its return code."""
+        assert self._proc is not None and self._pump is not None
+        returncode = self._proc.wait()
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
+        if not self._pump.stop(timeout=5):
+            self.note("output still held open by an untracked process: stopped reading it")
+        self._scanner.close()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        return returncode
+
+
+class ProcessExecution(Execution):
+    """A run that is one local child process (and whatever it spawns): the python executor's, and spark's
+    with a local driver. ``cleanup`` runs once when the run is over (release the environment, remove the
+    work directory), and also when it cannot start."""
+
+    def __init__(
+        self,
+        process: LocalProcess,
+        *,
+        cleanup: Callable[[], None] | None = None,
+        manifest: ExecutionManifest | None = None,
+    ) -> None:
+        super().__init__(process.run_id, process.key, process.log_path, manifest=manifest)
+        self.request, self.process, self._cleanup = process.request, process, cleanup
+        process.on_progress = self.reported
+        self.pid: int | None = None
+        self._ending = threading.Lock()
+
+    def start(self) -> None:
+        if self.started:
+            raise ExecutionError(f"run {self.run_id} was already started")
+        try:
+            self.process.start()
+        except ExecutionError:
+            release(self, self._cleanup)
+            raise
+        self.pid = self.process.pid
+        self.handle = pid_handle(self.pid) if self.pid is not None else None
+        self.deadline = Deadline.after(self.request.timeout, self.process.launcher.clock)
+        self.started = True
+
+    def _poll(self, timeout: float | None) -> bool:
+        return self.process.exited(timeout)
 
     def _end(self, status: RunStatus | None, why: str) -> Outcome:
         with self._ending:
             if self.outcome is not None:
                 return self.outcome
-            assert self._proc is not None and self._pump is not None and self._log is not None
-            if status is not None and self._exited(0):
+            process = self.process
+            if status is not None and process.exited(0):
                 status = None  # it ended by itself before the timeout or kill could act
             if status is not None:
-                self._note(f"{why}: stopping the run (SIGTERM, {self.grace:g} s grace, then SIGKILL)")
+                process.note(
+                    f"{why}: stopping the run (SIGTERM, {process.launcher.grace:g} s grace, then SIGKILL)"
+                )
                 log.warning("run %s (%s): stopping it: %s", self.run_id, self.key, why)
-                self.stopping(status, why)
-            elif find_run_processes(self.run_id, self.proc_root):
-                self._note("the task exited but left processes behind: stopping them")
-            self._stop_everything()
-            returncode = self._proc.wait()
-            pidfd, self._pidfd = self._pidfd, None
-            if pidfd is not None:
-                os.close(pidfd)
-            if not self._pump.stop(timeout=5):
-                self._note("output still held open by an untracked process: stopped reading it")
-            self._progress.close()
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
-            outcome = self._outcome(status, why, returncode)
-            self._note(f"run ended: {outcome.status.value}: {outcome.summary}")
-            self._log.close()
-            self._release()
-            if self._log.failure is not None:
-                outcome = replace(outcome, summary=f"{outcome.summary}; log incomplete: {self._log.failure}")
-            self.outcome = replace(outcome, log_bytes=self._log.stored, log_dropped=self._log.dropped)
-            log.info("run %s (%s): %s: %s", self.run_id, self.key, outcome.status.value, outcome.summary)
+            elif process.leftovers():
+                process.note("the task exited but left processes behind: stopping them")
+            process.stop()
+            returncode = process.reap()
+            self.outcome = close_process(self, process, exit_outcome(process, status, why, returncode))
+            release(self, self._cleanup)
             return self.outcome
 
-    def _outcome(self, status: RunStatus | None, why: str, returncode: int) -> Outcome:
-        assert self._log is not None
-        words = describe_exit(returncode)
-        if status is None:
-            status = RunStatus.SUCCEEDED if returncode == 0 else RunStatus.FAILED
-            summary = words
-        elif status is RunStatus.TIMED_OUT:
-            summary = f"{words} after {why}" if returncode < 0 else f"{why} reached; {words} after SIGTERM"
-        else:
-            summary = f"{words}: {why}" if returncode < 0 else f"{why}; {words} after SIGTERM"
-        return Outcome(
-            status=status,
-            summary=summary,
-            exit_code=returncode if returncode >= 0 else None,
-            signal=-returncode if returncode < 0 else None,
-            error=self._log.last_line() if status is RunStatus.FAILED else None,
-            application_id=self.application_id,
-            started_at=self._started_at,
-            finished_at=self._wall(),
-        )
 
-    def _release(self) -> None:
-        if self._cleanup is not None:
-            try:
-                self._cleanup()
-            except Exception:
-                log.exception("run %s (%s): cleaning up after it failed", self.run_id, self.key)
+def exit_outcome(process: LocalProcess, status: RunStatus | None, why: str, returncode: int) -> Outcome:
+    """How a local process run ended, from its return code and why it was stopped (None: by itself)."""
+    assert process.log is not None
+    words = describe_exit(returncode)
+    if status is None:
+        status = RunStatus.SUCCEEDED if returncode == 0 else RunStatus.FAILED
+        summary = words
+    elif status is RunStatus.TIMED_OUT:
+        summary = f"{words} after {why}" if returncode < 0 else f"{why} reached; {words} after SIGTERM"
+    else:
+        summary = f"{words}: {why}" if returncode < 0 else f"{why}; {words} after SIGTERM"
+    return Outcome(
+        status=status,
+        summary=summary,
+        exit_code=returncode if returncode >= 0 else None,
+        signal=-returncode if returncode < 0 else None,
+        error=process.log.last_line() if status is RunStatus.FAILED else None,
+        started_at=process.started_at,
+        finished_at=process.launcher.wall(),
+    )
+
+
+def close_process(execution: Execution, process: LocalProcess, outcome: Outcome) -> Outcome:
+    """The run's last log line, the log closed, and the outcome completed with the handle and log sizes."""
+    assert process.log is not None
+    process.note(f"run ended: {outcome.status.value}: {outcome.summary}")
+    process.log.close()
+    if process.log.failure is not None:
+        outcome = replace(outcome, summary=f"{outcome.summary}; log incomplete: {process.log.failure}")
+    outcome = replace(
+        outcome, handle=execution.handle, log_bytes=process.log.stored, log_dropped=process.log.dropped
+    )
+    log.info("run %s (%s): %s: %s", execution.run_id, execution.key, outcome.status.value, outcome.summary)
+    return outcome
+
+
+def release(execution: Execution, cleanup: Callable[[], None] | None) -> None:
+    """Run an execution's cleanup; a failure is logged, never raised."""
+    if cleanup is not None:
+        try:
+            cleanup()
+        except Exception:
+            log.exception("run %s (%s): cleaning up after it failed", execution.run_id, execution.key)

@@ -19,33 +19,47 @@ Every submission carries lowercase YARN tags ``peach``, ``peach-codops-<codops>`
 ``peach-run-<run id>`` (YARN allows 10 tags of 100 characters), so a run's application is found again
 by its tag. Task-level ``spark`` settings are passed only where the operator's ``spark.allowed_overrides``
 (glob patterns) permit.
+
+The executor is composed, not derived: the run directory is ``executors.rundir``'s, the local child
+(the driver, or the YARN client) an ``executors.process.LocalProcess``; on YARN the run is an
+``executors.yarn.execution.YarnExecution``. After a restart, runs on YARN are re-attached or their
+applications killed (``executors.yarn.recovery``); the rest are closed as any local run.
 """
 
 import fnmatch
 import importlib.util
 import logging
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from executors.base import RunRequest
+from executors.base import Execution, Executor, Recovery, RunningRun, RunRequest
 from executors.environments import Environment, EnvironmentStore
 from executors.logs import LogLimits
-from executors.process import PROC, Popen, ProcessExecution
-from executors.python import DEFAULT_PASS_ENV, PythonExecutor
+from executors.process import PROC, Launcher, Popen, ProcessExecution
+from executors.rundir import DEFAULT_PASS_ENV, LocalRuns, Prepared
 from executors.yarn.client import ResourceManager
-from executors.yarn.execution import YarnExecution
+from executors.yarn.execution import MAX_TAG_LENGTH, YarnExecution, YarnOptions, run_tag
+from executors.yarn.recovery import recover_applications
 from scheduler.config import OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError
+from scheduler.spec.taskspec import ExecutorKind
 
 log = logging.getLogger(__name__)
+
+REDACTED = "<redacted>"
+# Setting names whose values are secrets (spark.ssl.keyPassword, fs.s3a.secret.key, ...).
+SECRET_NAME = re.compile(r"pass(word|wd)?|secret|token|credential|(^|[._-])(access[._-]?)?key($|[._-])", re.I)
+URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/:@\s]*):[^/@\s]*@", re.I)
 
 SPARK_PASS_ENV: tuple[str, ...] = (*DEFAULT_PASS_ENV, "JAVA_HOME", "SPARK_HOME", "SPARK_CONF_DIR")
 SPARK_PASS_ENV += ("HADOOP_CONF_DIR", "YARN_CONF_DIR", "HADOOP_USER_NAME")
 YARN_PYTHON = "./environment/bin/python"
-MAX_TAGS, MAX_TAG_LENGTH = 10, 100
+MAX_TAGS = 10
 
 
 def spark_home() -> Path | None:
@@ -69,10 +83,6 @@ def run_tags(request: RunRequest) -> list[str]:
     task = request.task
     tags = ["peach", f"peach-codops-{task.codops}", f"peach-task-{task.name}", run_tag(request.run_id)]
     return [tag.lower().replace(",", "_")[:MAX_TAG_LENGTH] for tag in tags][:MAX_TAGS]
-
-
-def run_tag(run_id: str) -> str:
-    return f"peach-run-{run_id}".lower()[:MAX_TAG_LENGTH]
 
 
 def task_overrides(request: RunRequest, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -154,11 +164,44 @@ def pyspark_path(target: Path) -> Path:
     return target
 
 
-class SparkExecutor(PythonExecutor):
+def spark_settings(command: Sequence[str]) -> dict[str, Any]:
+    """The settings of a spark-submit argument list: ``submit``, each ``--option`` (``queue``,
+    ``num_executors``, ``executor_memory``, ...) and ``conf``; the application script is left out (the
+    manifest holds its text). Secret values are replaced by ``<redacted>``."""
+    settings: dict[str, Any] = {"submit": command[0] if command else None}
+    conf: dict[str, str] = {}
+    rest = list(command[1:])
+    while len(rest) >= 2 and rest[0].startswith("--"):
+        option, value = rest.pop(0), rest.pop(0)
+        if option == "--conf":
+            key, _, setting = value.partition("=")
+            conf[key] = redact(key, setting)
+        else:
+            name = option[2:].replace("-", "_")
+            settings[name] = redact(name, value)
+    settings["conf"] = dict(sorted(conf.items()))
+    return settings
+
+
+def redact(name: str, value: str) -> str:
+    """``value``, unless ``name`` names a secret; passwords inside URLs are masked either way."""
+    if SECRET_NAME.search(name):
+        return REDACTED
+    return URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", value)
+
+
+NO_ARTIFACTS_ON_YARN = (
+    "artifacts: not collected: in YARN cluster mode the driver runs on the cluster, so files it "
+    "writes stay there (the entry function's `artifacts` argument is a scratch directory that is "
+    "discarded, and PEACH_ARTIFACTS_DIR is not set)"
+)
+
+
+class SparkExecutor(Executor):
     """Runs spark tasks with spark-submit. ``organisations`` gives each codops its queue and resources;
     ``resourcemanager`` is required for the ``yarn`` master."""
 
-    name = "spark"
+    kind = ExecutorKind.SPARK
 
     def __init__(
         self,
@@ -183,23 +226,21 @@ class SparkExecutor(PythonExecutor):
         wall: Callable[[], float] = time.time,
         popen: Popen = subprocess.Popen,
     ) -> None:
-        super().__init__(
-            environments,
+        self.environments, self.settings, self.organisations = environments, settings, organisations
+        self.runs = LocalRuns(
             runs_root,
-            grace=grace,
-            limits=limits,
             pass_env=pass_env,
             keep_workdir=keep_workdir,
             artifacts_root=artifacts_root,
             source_env=source_env,
-            proc_root=proc_root,
-            clock=clock,
-            wall=wall,
-            popen=popen,
         )
-        self.settings, self.organisations = settings, organisations
-        self.resourcemanager, self.log_server = resourcemanager, log_server
-        self.lifetime_grace, self.poll, self.log_wait = lifetime_grace, poll, log_wait
+        self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen)
+        self.resourcemanager = resourcemanager
+        self.yarn_options = YarnOptions(log_server, lifetime_grace, poll, log_wait)
+
+    @property
+    def runs_root(self) -> Path:
+        return self.runs.root
 
     @property
     def yarn(self) -> bool:
@@ -209,21 +250,35 @@ class SparkExecutor(PythonExecutor):
         """The codops' profile; one not in the configuration gets the defaults and its own queue."""
         return self.organisations.get(codops) or OrganisationSettings(queue=codops)
 
-    def _check(self, request: RunRequest) -> None:
+    def prepare(self, request: RunRequest) -> Execution:
         if self.yarn and self.resourcemanager is None:
             raise ExecutionError("the spark master is yarn but no ResourceManager is configured")
         task_overrides(request, self.settings.allowed_overrides)  # refuse before building anything
-
-    _no_artifacts = (
-        "artifacts: not collected: in YARN cluster mode the driver runs on the cluster, so files it "
-        "writes stay there (the entry function's `artifacts` argument is a scratch directory that is "
-        "discarded, and PEACH_ARTIFACTS_DIR is not set)"
-    )
-
-    def _artifacts_dir(self, request: RunRequest, run_dir: Path) -> Path | None:
-        if self.yarn and self.settings.deploy_mode == "cluster":
-            return None
-        return super()._artifacts_dir(request, run_dir)
+        cluster = self.yarn and self.settings.deploy_mode == "cluster"
+        prepared = self.runs.prepare(request, lambda: self._environment(request), artifacts=not cluster)
+        with prepared.building():
+            command = self._command(prepared)
+        manifest = prepared.manifest(spark=spark_settings(command))
+        args = (request, command, prepared.environ, prepared.workdir, prepared.log_path)
+        execution: Execution
+        if self.yarn:
+            assert self.resourcemanager is not None
+            execution = YarnExecution.submitting(
+                self.launcher.process(*args),
+                self.resourcemanager,
+                run_tag(request.run_id),
+                self.yarn_options,
+                cleanup=prepared.cleanup,
+                manifest=manifest,
+            )
+        else:
+            execution = ProcessExecution(
+                self.launcher.process(*args), cleanup=prepared.cleanup, manifest=manifest
+            )
+        execution.artifacts_dir = prepared.artifacts
+        if prepared.artifacts is None:
+            execution.artifacts_note = NO_ARTIFACTS_ON_YARN
+        return execution
 
     def _environment(self, request: RunRequest) -> Environment:
         if self.yarn:  # shipped to the cluster with --archives, built against the cluster's interpreter
@@ -231,46 +286,33 @@ class SparkExecutor(PythonExecutor):
             return self.environments.archive(request.task.requirements, python)
         return self.environments.ensure(request.task.requirements)
 
-    def _command(
-        self, request: RunRequest, run_dir: Path, runner: Path, env: Environment, environ: dict[str, str]
-    ) -> list[str]:
-        python_path = None
+    def _command(self, prepared: Prepared) -> list[str]:
+        request, environ, python_path = prepared.request, prepared.environ, None
         if not self.yarn:
-            python_path = pyspark_path(run_dir / "pyspark")
+            python_path = pyspark_path(prepared.run_dir / "pyspark")
             environ["PYTHONPATH"] = str(python_path)
-            environ["PYSPARK_PYTHON"] = environ["PYSPARK_DRIVER_PYTHON"] = str(env.python)
+            environ["PYSPARK_PYTHON"] = environ["PYSPARK_DRIVER_PYTHON"] = str(prepared.env.python)
             home = spark_home()
             if "SPARK_HOME" not in environ and home is not None:
                 environ["SPARK_HOME"] = str(home)
         organisation = self.organisation(request.task.codops)
         log.info("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
         return submit_command(
-            self.settings, organisation, request, runner, archive=env.archive, python_path=python_path
+            self.settings,
+            organisation,
+            request,
+            prepared.runner,
+            archive=prepared.env.archive,
+            python_path=python_path,
         )
 
-    def _execution(
-        self,
-        request: RunRequest,
-        command: list[str],
-        environ: dict[str, str],
-        workdir: Path,
-        log_path: Path,
-        cleanup: Callable[[], None],
-    ) -> ProcessExecution:
-        if not self.yarn:
-            return super()._execution(request, command, environ, workdir, log_path, cleanup)
-        assert self.resourcemanager is not None
-        return YarnExecution(
-            request,
-            command,
-            environ,
-            workdir,
-            log_path,
-            resourcemanager=self.resourcemanager,
-            tag=run_tag(request.run_id),
-            log_server=self.log_server,
-            lifetime_grace=self.lifetime_grace,
-            poll=self.poll,
-            log_wait=self.log_wait,
-            **self._process_options(cleanup),
-        )
+    def recover(self, running: Sequence[RunningRun]) -> Recovery:
+        """With a ResourceManager: live applications re-attached or killed (``executors.yarn.recovery``);
+        every run not re-attached is then closed as a local run (its spark-submit, if it survived, killed)."""
+        recovery = Recovery()
+        if self.resourcemanager is not None:  # also when the master changed since: its apps still run
+            recovery = recover_applications(
+                self.resourcemanager, running, self.launcher, self.yarn_options, self.runs.log_path
+            )
+        rest = [run for run in running if run.run_id not in recovery.reattached]
+        return recovery.merge(self.launcher.recover(rest))

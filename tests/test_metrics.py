@@ -54,9 +54,7 @@ def make_run(
         outcome="exited 0" if final else None,
         error=None,
         log_path=None,
-        application_id=None,
-        pid=None,
-        pid_start=None,
+        handle=None,
         host="node-1",
         deadline=None,
     )

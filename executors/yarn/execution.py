@@ -1,8 +1,8 @@
 """A run on YARN: spark-submit as a local child, then the application followed through the ResourceManager.
 
-1. spark-submit runs as a ``ProcessExecution`` child (own session, group kill). The application id is
-   taken from the client's own ``Submitting application <id> to ResourceManager`` line as soon as it is
-   written (so it is recorded at once), never from any other id that appears in the output.
+1. spark-submit runs as a ``LocalProcess`` (``executors.process``: own session, group kill). The
+   application id is taken from the client's own ``Submitting application <id> to ResourceManager``
+   line as soon as it is written (so it is recorded at once), never from any other id in the output.
 2. When spark-submit has exited (``waitAppCompletion=false``: right after YARN accepted the application),
    the id is confirmed by the run's tag (``applicationTags`` query); when the output was lost, the tag alone
    finds it. The application's YARN ``LIFETIME`` is then set to the run's deadline plus a grace period: a
@@ -13,24 +13,52 @@
    progress (``yarn_progress``): the driver's own output, and its ``PEACH_PROGRESS`` lines, are not local.
 4. On the deadline or a kill, the application is killed through the REST API (confirmed, re-asked), and the
    local processes are stopped as for any run.
+
+A run re-attached after a scheduler restart (``YarnExecution.reattached``, by ``executors.yarn.recovery``)
+starts at step 3: no local process, its deadline the wall-clock one the store kept, its log appended to,
+its outcome saying ``re-attached after a restart``. Either way the run is a plain ``Execution``: the
+deadline check is the base class's, and the run supervisor drives it like any other.
 """
 
 import logging
 import re
 import threading
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from executors.base import Outcome
-from executors.process import ProcessExecution
+from executors.base import Deadline, Execution, ExecutionManifest, Outcome, RunningRun, pid_handle
+from executors.logs import CappedLog
+from executors.process import Launcher, LocalProcess, close_process, exit_outcome, release
 from executors.progress import Progress
 from executors.yarn.client import FINAL_STATES, ResourceManager
-from scheduler.errors import ResourceManagerError
+from scheduler.errors import ExecutionError, ResourceManagerError
 from scheduler.status import RunStatus
 
 log = logging.getLogger(__name__)
 
+YARN_HANDLE = "yarn:"
+RUN_TAG = "peach-run-"
+MAX_TAG_LENGTH = 100
 SUBMITTED = re.compile(rb"Submitting application (application_\d+_\d+) to ResourceManager")
+
+
+def run_tag(run_id: str) -> str:
+    """The YARN tag that finds a run's application (YARN lowercases tags, at most 100 characters)."""
+    return f"{RUN_TAG}{run_id}".lower()[:MAX_TAG_LENGTH]
+
+
+def yarn_handle(app_id: str) -> str:
+    """The run's handle once its application is known (the store shows it as ``application_id``)."""
+    return f"{YARN_HANDLE}{app_id}"
+
+
+def application_of(handle: str | None) -> str | None:
+    """The application id in a handle, None for a handle of another kind (a pid)."""
+    if handle is None or not handle.startswith(YARN_HANDLE):
+        return None
+    return handle.removeprefix(YARN_HANDLE)
 
 
 def yarn_status(report: dict[str, Any]) -> tuple[RunStatus, str, str | None]:
@@ -69,35 +97,133 @@ def yarn_progress(report: dict[str, Any], at: float) -> Progress | None:
     return Progress(float(value) / 100, "reported by YARN", at)
 
 
-class YarnExecution(ProcessExecution):
-    """A spark-submit child for the submission, then the YARN application for the rest of the run."""
+@dataclass(frozen=True)
+class YarnOptions:
+    """How a run on YARN is followed: its log server, the LIFETIME grace after the deadline, how often
+    the state is asked, how long to wait for log aggregation and for the application to appear."""
+
+    log_server: str | None = None
+    lifetime_grace: float = 600.0
+    poll: float = 2.0
+    log_wait: float = 30.0
+    find_wait: float = 10.0
+
+
+class YarnExecution(Execution):
+    """A spark-submit child for the submission, then the YARN application for the rest of the run.
+
+    Made by ``submitting`` (a fresh run) or ``reattached`` (after a restart); ``submit`` is the local
+    spark-submit, None for a re-attached run. ``kill`` may come from any thread.
+    """
 
     def __init__(
         self,
-        *args: Any,
-        resourcemanager: ResourceManager,
+        run_id: str,
+        key: str,
+        log_path: Path,
+        rm: ResourceManager,
         tag: str,
-        log_server: str | None = None,
-        lifetime_grace: float = 600.0,
-        poll: float = 2.0,
-        log_wait: float = 30.0,
-        find_wait: float = 10.0,
-        **kwargs: Any,
+        options: YarnOptions,
+        launcher: Launcher,
+        *,
+        submit: LocalProcess | None = None,
+        cleanup: Callable[[], None] | None = None,
+        manifest: ExecutionManifest | None = None,
     ) -> None:
-        super().__init__(*args, on_output=self._scan, **kwargs)
-        self.rm, self.tag, self.log_server = resourcemanager, tag, log_server
-        self.lifetime_grace, self.poll, self.log_wait, self.find_wait = (
-            lifetime_grace,
-            poll,
-            log_wait,
-            find_wait,
-        )
+        super().__init__(run_id, key, log_path, manifest=manifest)
+        self.rm, self.tag, self.options, self.launcher = rm, tag, options, launcher
+        self.submit, self.cleanup = submit, cleanup
+        self.application_id: str | None = None
         self.submitted = False  # spark-submit has exited and the application (if any) is known
+        self._clock, self._wall = launcher.clock, launcher.wall
+        self._log: CappedLog | None = None  # a re-attached run's log, appended to
+        self._summary_prefix = ""
         self._seen = b""
         self._final: tuple[RunStatus, str, str | None] | None = None
         self._stopped: str | None = None
         self._wake = threading.Event()
+        self._ending = threading.Lock()
         self._unanswered: float | None = None  # since when no ResourceManager answers for the state
+        self._started_at: float | None = None
+
+    @classmethod
+    def submitting(
+        cls,
+        process: LocalProcess,
+        rm: ResourceManager,
+        tag: str,
+        options: YarnOptions,
+        *,
+        cleanup: Callable[[], None] | None = None,
+        manifest: ExecutionManifest | None = None,
+    ) -> "YarnExecution":
+        """A fresh run: ``process`` is its spark-submit, not started yet."""
+        execution = cls(
+            process.run_id,
+            process.key,
+            process.log_path,
+            rm,
+            tag,
+            options,
+            process.launcher,
+            submit=process,
+            cleanup=cleanup,
+            manifest=manifest,
+        )
+        process.on_output, process.on_progress = execution._scan, execution.reported
+        return execution
+
+    @classmethod
+    def reattached(
+        cls,
+        run: RunningRun,
+        app_id: str,
+        rm: ResourceManager,
+        tag: str,
+        options: YarnOptions,
+        launcher: Launcher,
+        log_path: Path,
+    ) -> "YarnExecution":
+        """A run a previous scheduler submitted, its application ``app_id`` still going: followed on."""
+        execution = cls(run.run_id, run.key, log_path, rm, tag, options, launcher)
+        execution.application_id, execution.handle = app_id, yarn_handle(app_id)
+        execution.submitted = execution.started = True
+        execution.deadline = Deadline.at_wall(run.deadline, launcher.clock, launcher.wall)
+        execution._summary_prefix = "re-attached after a restart; "
+        if not log_path.name.endswith(".gz"):  # a log already settled is not appended to
+            try:
+                execution._log = CappedLog(
+                    log_path, launcher.limits, launcher.clock, launcher.wall, append=True
+                )
+            except OSError as exc:
+                log.warning("run %s: its log %s cannot be appended to: %s", run.run_id, log_path, exc)
+        execution._note(f"re-attached after a scheduler restart to YARN application {app_id} (tag {tag})")
+        return execution
+
+    def start(self) -> None:
+        if self.started or self.submit is None:
+            raise ExecutionError(f"run {self.run_id} was already started")
+        try:
+            self.submit.start()
+        except ExecutionError:
+            release(self, self.cleanup)
+            raise
+        self.handle = pid_handle(self.submit.pid) if self.submit.pid is not None else None
+        self.deadline = Deadline.after(self.submit.request.timeout, self._clock)
+        self._started_at = self.submit.started_at
+        self.started = True
+
+    def _note(self, text: str) -> None:
+        if self.submit is not None:
+            self.submit.note(text)
+        elif self._log is not None:
+            self._log.note(text)
+
+    def _output(self, data: bytes) -> None:
+        if self.submit is not None:
+            self.submit.output(data)
+        elif self._log is not None:
+            self._log.output(data)
 
     def _scan(self, chunk: bytes) -> None:
         if self.application_id is not None:
@@ -105,41 +231,38 @@ class YarnExecution(ProcessExecution):
         self._seen = (self._seen + chunk)[-4096:]
         found = SUBMITTED.search(self._seen)
         if found:
-            self.application_id = found.group(1).decode()
+            self._found(found.group(1).decode())
             log.info("run %s (%s): YARN application %s", self.run_id, self.key, self.application_id)
+
+    def _found(self, app_id: str | None) -> None:
+        self.application_id = app_id
+        if app_id is not None:
+            self.handle = yarn_handle(app_id)
 
     # -- following ----------------------------------------------------------------------------------------
 
-    def wait(self, until: float | None = None) -> Outcome | None:
-        while self.outcome is None:
-            now = self._clock()
-            if self._deadline is not None and now >= self._deadline:
-                return self._end(RunStatus.TIMED_OUT, f"timeout {self.request.timeout:g} s")
-            ends = [t for t in (until, self._deadline, now + self.poll) if t is not None]
-            step = max(0.0, min(ends) - now)
-            if not self.submitted:
-                if self._exited(step):
-                    self._after_submit()
-            else:
-                self._follow()
-                if self._final is None:
-                    self._wake.wait(step)
-            if self._final is not None:
-                return self._end(None, "")
-            if until is not None and self._clock() >= until and not self._timed_out():
-                return None
-        return self.outcome
+    def _poll(self, timeout: float | None) -> bool:
+        step = self.options.poll if timeout is None else min(timeout, self.options.poll)
+        if not self.submitted:
+            assert self.submit is not None
+            if self.submit.exited(step):
+                self._after_submit()
+        else:
+            self._follow()
+            if self._final is None:
+                self._wake.wait(step)
+        return self._final is not None
 
     def _after_submit(self) -> None:
-        assert self._proc is not None
-        returncode = self._proc.poll()
+        assert self.submit is not None
+        returncode = self.submit.poll()
         found = self._find()
         if self.application_id and found and self.application_id not in found:
             self._note(f"spark-submit named {self.application_id}, but YARN tags {found[0]} with {self.tag}")
-            self.application_id = found[0]
+            self._found(found[0])
         elif not self.application_id and found:
             self._note(f"spark-submit's output named no application; found {found[0]} by its tag {self.tag}")
-            self.application_id = found[0]
+            self._found(found[0])
         elif self.application_id and not found:
             self._note(
                 f"application {self.application_id} not confirmed by its tag {self.tag} (YARN did not say)"
@@ -154,20 +277,23 @@ class YarnExecution(ProcessExecution):
             return
         self.submitted = True
         self._note(f"YARN application {self.application_id} (tag {self.tag})")
-        if self._deadline is not None and self._started_at is not None:
-            left = self._deadline - self._clock()
-            expiry = self._wall() + left + self.lifetime_grace
-            try:
-                self.rm.set_lifetime(self.application_id, expiry)
-                self._note(
-                    f"YARN LIFETIME of {self.application_id} set to the deadline + {self.lifetime_grace:g} s"
-                )
-            except ResourceManagerError as exc:
-                self._note(f"could not set the YARN LIFETIME of {self.application_id}: {exc}")
+        self._set_lifetime()
+
+    def _set_lifetime(self) -> None:
+        """The application's YARN LIFETIME: the run's deadline plus a grace, a backstop that holds even
+        when the scheduler is down."""
+        left, grace = self.deadline.left(), self.options.lifetime_grace
+        if left is None or self._started_at is None or self.application_id is None:
+            return
+        try:
+            self.rm.set_lifetime(self.application_id, self._wall() + left + grace)
+            self._note(f"YARN LIFETIME of {self.application_id} set to the deadline + {grace:g} s")
+        except ResourceManagerError as exc:
+            self._note(f"could not set the YARN LIFETIME of {self.application_id}: {exc}")
 
     def _find(self) -> list[str]:
         """Ids of the applications tagged with this run's tag (asked again for up to ``find_wait`` s)."""
-        end = self._clock() + self.find_wait
+        end = self._clock() + self.options.find_wait
         while True:
             try:
                 found = [str(app["id"]) for app in self.rm.apps_by_tag(self.tag)]
@@ -176,7 +302,7 @@ class YarnExecution(ProcessExecution):
                 return []
             if found or self._clock() >= end:
                 return found
-            self._wake.wait(min(self.poll, 0.5))
+            self._wake.wait(min(self.options.poll, 0.5))
 
     def _follow(self) -> None:
         assert self.application_id is not None
@@ -198,34 +324,72 @@ class YarnExecution(ProcessExecution):
             self.progress = yarn_progress(report, self._wall()) or self.progress
 
     def _fetch_logs(self, report: dict[str, Any]) -> None:
-        assert self.application_id is not None and self._log is not None and self._pump is not None
+        assert self.application_id is not None
         if report.get("diagnostics"):
             self._note(f"YARN diagnostics: {str(report['diagnostics']).strip()}")
-        cap = self.limits.head_bytes + self.limits.tail_bytes
+        limits = self.launcher.limits
         try:
-            source, files = self.rm.driver_logs(self.application_id, self.log_server, cap, self.log_wait)
+            source, files = self.rm.driver_logs(
+                self.application_id,
+                self.options.log_server,
+                limits.head_bytes + limits.tail_bytes,
+                self.options.log_wait,
+            )
         except ResourceManagerError as exc:
             self._note(f"driver logs of {self.application_id} not fetched: {exc}")
             return
         self._note(f"driver logs of {self.application_id}: source: {source}")
         for name, content in files.items():
             self._note(f"--- driver {name} ---")
-            with self._pump.lock:
-                self._log.output(content if content.endswith(b"\n") or not content else content + b"\n")
+            self._output(content if content.endswith(b"\n") or not content else content + b"\n")
 
-    # -- stopping -----------------------------------------------------------------------------------------
-
-    def stopping(self, status: RunStatus, why: str) -> None:
-        self._kill_application(why)
+    # -- ending -------------------------------------------------------------------------------------------
 
     def _end(self, status: RunStatus | None, why: str) -> Outcome:
-        if status is not None and self.outcome is None and self.submitted and self._final is None:
-            self._kill_application(why)  # spark-submit is gone: the base class would not call ``stopping``
-            self._final = (status, f"{why}: {self._stopped}", None)
-        self._wake.set()
-        outcome = super()._end(status, why)
+        with self._ending:
+            if self.outcome is not None:
+                return self.outcome
+            if status is not None and self.submitted and self._final is None:
+                self._kill_application(why)  # spark-submit is gone: the application is what to stop
+                self._final = (status, f"{why}: {self._stopped}", None)
+            self._wake.set()
+            if self.submit is None:
+                self.outcome = self._end_reattached()
+            else:
+                self.outcome = self._end_submit(self.submit, status, why)
+            return self.outcome
+
+    def _end_submit(self, process: LocalProcess, status: RunStatus | None, why: str) -> Outcome:
+        stopping = None if status is not None and process.exited(0) else status  # None: ended by itself
+        if stopping is not None:
+            process.note(
+                f"{why}: stopping the run (SIGTERM, {process.launcher.grace:g} s grace, then SIGKILL)"
+            )
+            log.warning("run %s (%s): stopping it: %s", self.run_id, self.key, why)
+            self._kill_application(why)
+        elif process.leftovers():
+            process.note("the task exited but left processes behind: stopping them")
+        process.stop()
+        outcome = exit_outcome(process, stopping, why, process.reap())
+        if self._final is not None:
+            final, summary, error = self._final
+            outcome = replace(outcome, status=final, summary=summary, error=error or outcome.error)
+        outcome = close_process(self, process, outcome)
+        release(self, self.cleanup)
         if status is not None and not self.submitted and self.application_id is None:
             self._kill_late_submission()
+        return outcome
+
+    def _end_reattached(self) -> Outcome:
+        assert self._final is not None  # a re-attached run ends when its application's state is final
+        final, summary, error = self._final
+        outcome = Outcome(final, self._summary_prefix + summary, error=error, handle=self.handle)
+        outcome = replace(outcome, finished_at=self._wall())
+        self._note(f"run ended: {outcome.status.value}: {outcome.summary}")
+        if self._log is not None:
+            self._log.close()
+            outcome = replace(outcome, log_bytes=self._log.stored, log_dropped=self._log.dropped)
+        log.info("run %s (%s): %s: %s", self.run_id, self.key, outcome.status.value, outcome.summary)
         return outcome
 
     def _kill_application(self, why: str) -> None:
@@ -233,7 +397,7 @@ class YarnExecution(ProcessExecution):
             return
         if self.application_id is None:
             ids = self._find_now()
-            self.application_id = ids[0] if ids else None
+            self._found(ids[0] if ids else None)
         if self.application_id is None:
             self._stopped = "no YARN application was submitted yet"
             return
@@ -264,10 +428,3 @@ class YarnExecution(ProcessExecution):
                 log.error(
                     "run %s (%s): late submission %s not killed: %s", self.run_id, self.key, app_id, exc
                 )
-
-    def _outcome(self, status: RunStatus | None, why: str, returncode: int) -> Outcome:
-        base = super()._outcome(status, why, returncode)
-        if self._final is not None:
-            final, summary, error = self._final
-            return replace(base, status=final, summary=summary, error=error or base.error)
-        return base

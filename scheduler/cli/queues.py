@@ -1,69 +1,61 @@
 """``peach-scheduler queues check|render``: the organisations' YARN queues, for operators.
 
-Exit codes: 0 fine, 1 a queue problem (``check``) or the ResourceManager did not answer, 2 configuration.
+``check`` exits 1 on a queue problem or when no ResourceManager answered. The YARN client and the queue
+profiles are imported by the commands (see ``common``: ``validate`` stays fast).
 """
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
-from executors.yarn.client import ResourceManager
-from executors.yarn.site import read_site
-from queues.profiles import check, minimum_allocation, render
-from scheduler.config import load_config
-from scheduler.errors import ConfigError, ResourceManagerError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from scheduler.cli.common import Commands, Exit, add_command, add_group, load, print_json
 
 
-def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    queues = commands.add_parser(
+def register(commands: Commands) -> None:
+    """``queues check`` and ``queues render``."""
+    queues = add_group(
+        commands,
         "queues",
-        help="YARN queues of the organisations (check, render)",
-        description="The per-organisation YARN queue mapping and resource profiles.",
+        "YARN queues of the organisations (check, render)",
+        "The per-organisation YARN queue mapping and resource profiles.",
+    )
+    check = "compare the configured queues with the live ResourceManager"
+    render = "print Capacity Scheduler properties (XML) for the configured queues"
+    add_command(queues, "check", _check, check, check[0].upper() + check[1:] + ".", json="print JSON")
+    add_command(
+        queues,
+        "render",
+        _render,
+        render,
+        render[0].upper() + render[1:] + ".",
+        json='print {"xml": the properties file} instead',
     )
 
-    def usage(_args: argparse.Namespace) -> int:
-        queues.print_help()
-        return EXIT_USAGE
 
-    queues.set_defaults(handler=usage)
-    sub = queues.add_subparsers(title="commands", metavar="COMMAND")
-    for name, handler, help in (
-        ("check", _check, "compare the configured queues with the live ResourceManager"),
-        ("render", _render, "print Capacity Scheduler properties (XML) for the configured queues"),
-    ):
-        parser = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
-        parser.add_argument("--config", type=Path, metavar="FILE", help="operator configuration")
-        if name == "check":
-            parser.add_argument("--json", action="store_true", help="print JSON")
-        parser.set_defaults(handler=handler)
+def _check(args: argparse.Namespace) -> Exit:
+    from executors.yarn.client import ResourceManager
+    from executors.yarn.site import endpoints, read_site
+    from queues.profiles import check, minimum_allocation
 
-
-def _check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-        yarn = config.yarn
-        rm = ResourceManager(yarn.resourcemanagers, timeout=yarn.timeout, retries=yarn.retries)
-        minimum, _ = minimum_allocation(rm, read_site())
-        results = check(config, rm.scheduler(), minimum)
-    except (ConfigError, ResourceManagerError) as exc:
-        print(f"peach-scheduler queues check: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+    config = load(args)
+    yarn = config.yarn
+    site = read_site()
+    addresses = endpoints(yarn, site).resourcemanagers  # the operator's, else the cluster's yarn-site.xml
+    rm = ResourceManager(addresses, timeout=yarn.timeout, retries=yarn.retries)
+    minimum, _ = minimum_allocation(rm, site)
+    results = check(config, rm.scheduler(), minimum)
     if args.json:
-        print(json.dumps([vars(result) for result in results], indent=2))
+        print_json([vars(result) for result in results])
     else:
         for result in results:
             print(f"{result.codops}: {'ok' if result.ok else 'PROBLEM'}: {result.message}")
-    return EXIT_OK if all(result.ok for result in results) else EXIT_FAILED
+    return Exit.OK if all(result.ok for result in results) else Exit.FAILED
 
 
-def _render(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"peach-scheduler queues render: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(render(config), end="")
-    return EXIT_OK
+def _render(args: argparse.Namespace) -> Exit:
+    from queues.profiles import render
+
+    text = render(load(args))
+    if args.json:
+        print_json({"xml": text})
+    else:
+        print(text, end="")
+    return Exit.OK

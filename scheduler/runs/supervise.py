@@ -4,13 +4,19 @@
 (code and environment), starts it, and watches it until it ends, is killed on request, or the service
 is told to kill everything. Whatever happens, the run is closed with an honest status and the loop
 goes on: no exception from one run reaches its loop. While a run goes on, the progress it reports is
-written to its record, throttled (``ProgressRecorder``).
+written to its record, throttled (``ProgressRecorder``), and so is its handle whenever it changes.
+
+``resume`` supervises a run an executor re-attached after a restart (``Executor.recover``): the same
+watching and the same finishing path (artifacts and log settled, record closed, metrics) as any run.
+
+The run's time limit is chosen here once (``Runtime.timeout_for``, from ``LoopLimits.for_run``): the
+store's deadline and the executor's ``RunRequest.timeout`` are both that number.
 """
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -26,6 +32,7 @@ from scheduler.metrics import Metrics
 from scheduler.runs import manifests
 from scheduler.runs.artifacts import ArtifactPolicy, settle
 from scheduler.spec.definitions import Task
+from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
 from scheduler.store.models import RunTrigger
 from scheduler.store.records import Run
@@ -64,7 +71,7 @@ class Runtime:
 
     store: Store
     metrics: Metrics
-    executors: dict[str, Executor]
+    executors: Mapping[ExecutorKind, Executor]
     limits: LoopLimits = field(default_factory=LoopLimits)
     stopping: threading.Event = field(default_factory=threading.Event)
     killing: threading.Event = field(default_factory=threading.Event)
@@ -74,6 +81,7 @@ class Runtime:
     progress_interval: float = 1.0  # at most one progress write per run in this many seconds
 
     def timeout_for(self, task: Task) -> float:
+        """The run's effective limit in seconds: the one place a run's time limit is chosen."""
         return self.limits.for_run(task.loop, task.definition.timeout)
 
 
@@ -113,27 +121,43 @@ def execute(
     except Exception as exc:  # a bug of ours must not take the loop down, nor leave the run RUNNING
         log.exception("run %s of %s: supervision failed", run.id, task.key)
         outcome = Outcome(RunStatus.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
+    summary = f"{outcome.summary} (not the branch head: {stale})" if stale else outcome.summary
+    return _close(runtime, run, outcome, summary)
+
+
+def resume(runtime: Runtime, run: Run, execution: Execution) -> Run:
+    """Supervise a run re-attached after a restart (already going) to its end; its closed record."""
+    runtime.metrics.run_started(run)
+    try:
+        outcome = _watch(runtime, run, execution, {})
+    except Exception as exc:
+        log.exception("run %s of %s/%s: supervision failed", run.id, run.codops, run.task)
+        outcome = Outcome(RunStatus.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
+    finally:
+        if execution.outcome is None:
+            execution.kill("the scheduler could not supervise the run")
+    return _close(runtime, run, outcome, outcome.summary)
+
+
+def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str) -> Run:
+    """The one finishing path of a run: its artifacts kept and log compressed, its record closed."""
+    key = f"{run.codops}/{run.task}"
     try:  # keep the run's artifacts, compress its log (again, once the database answers)
         keeping = partial(settle, runtime.store, run.id, runtime.artifacts)
         collected = _persist(keeping, f"run {run.id}: keeping its artifacts and log", runtime.metrics)
         if collected is not None:
             runtime.metrics.artifacts_collected(collected.kept_bytes, len(collected.dropped))
     except Exception:
-        log.exception("run %s of %s: keeping its artifacts and log failed", run.id, task.key)
-    summary = f"{outcome.summary} (not the branch head: {stale})" if stale else outcome.summary
+        log.exception("run %s of %s: keeping its artifacts and log failed", run.id, key)
     finished = _persist(
         lambda: runtime.store.finish_run(
-            run.id,
-            RunStatus(outcome.status.value),
-            summary,
-            error=outcome.error,
-            application_id=outcome.application_id,
+            run.id, RunStatus(outcome.status.value), summary, error=outcome.error, handle=outcome.handle
         ),
         f"run {run.id}: recording its end",
         runtime.metrics,
     )
     runtime.metrics.run_finished(finished)
-    log.info("run %s of %s: %s (%s)", run.id, task.key, finished.status, finished.outcome)
+    log.info("run %s of %s: %s (%s)", run.id, key, finished.status, finished.outcome)
     return finished
 
 
@@ -153,7 +177,7 @@ def _persist(write: Callable[[], T], what: str, metrics: Metrics | None = None, 
 
 
 def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: str | None) -> Outcome:
-    executor = runtime.executors.get(task.executor.value)
+    executor = runtime.executors.get(task.executor)
     if executor is None:
         return Outcome(RunStatus.FAILED, f"no {task.executor.value} executor is configured")
     try:
@@ -229,9 +253,9 @@ class ProgressRecorder:
 
 
 def _watch(runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any]) -> Outcome:
-    """Wait for the run's end, a kill request or the service's stop; record its pid and YARN application
-    as soon as they are known (again at every look while the state database does not answer)."""
-    pending = {**pending, "pid": execution.pid, "pid_start": process_start(execution.pid)}
+    """Wait for the run's end, a kill request or the service's stop; record its handle (a pid, then a YARN
+    application) as soon as it is known or changes (again at every look while the state database does
+    not answer)."""
     progress = ProgressRecorder(runtime.store, run.id, runtime.progress_interval)
     try:
         return _follow(runtime, run, execution, pending, progress)
@@ -242,13 +266,15 @@ def _watch(runtime: Runtime, run: Run, execution: Execution, pending: dict[str, 
 def _follow(
     runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any], progress: ProgressRecorder
 ) -> Outcome:
-    recorded_app: str | None = None
+    recorded: str | None = None
     while True:
+        if execution.handle and execution.handle != recorded:
+            recorded = pending["handle"] = execution.handle
         if pending and _attach(runtime, run, pending):
             pending = {}
         outcome = execution.wait(until=time.monotonic() + runtime.poll)
-        if execution.application_id and execution.application_id != recorded_app:
-            recorded_app = pending["application_id"] = execution.application_id
+        if execution.handle and execution.handle != recorded:
+            recorded = pending["handle"] = execution.handle
         progress.offer(execution.progress, final=outcome is not None)
         if outcome is not None:
             if pending:  # the record must be complete: retried like the run's end, which follows
@@ -263,7 +289,7 @@ def _follow(
 
 
 def _attach(runtime: Runtime, run: Run, fields: dict[str, Any]) -> bool:
-    """Record what is known of a running run (log, pid, application). A state database that does not
+    """Record what is known of a running run (log, handle). A state database that does not
     answer must not stop the run: False, and the supervisor tries again at its next look."""
     try:
         runtime.store.attach(run.id, **fields)
@@ -274,16 +300,3 @@ def _attach(runtime: Runtime, run: Run, fields: dict[str, Any]) -> bool:
             "run %s: %s not recorded yet, the state database does not answer: %s", run.id, sorted(fields), exc
         )
         return False
-
-
-def process_start(pid: int | None, proc_root: str = "/proc") -> int | None:
-    """The process's start time in clock ticks after boot (``/proc/<pid>/stat`` field 22): with the pid,
-    it identifies a process across a scheduler restart, when pids may have been reused."""
-    if pid is None:
-        return None
-    try:
-        with open(f"{proc_root}/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None

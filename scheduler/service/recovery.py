@@ -1,153 +1,113 @@
-"""Restart recovery for YARN: applications a previous scheduler left ACCEPTED/RUNNING on the cluster.
+"""Restart recovery, the service's side: each executor is asked about the runs of its kind, and its answer
+is applied here, in one place for every kind.
 
-Every application tagged ``peach`` that is still ``ACCEPTED``/``RUNNING`` is matched to its run through its
-``peach-run-<id>`` tag. When the run is known, still RUNNING and not past its deadline, the application is
-re-attached: a ``Follower`` thread polls it to its end (killing it at the run's deadline) and closes the run
-with the application's status. Otherwise (unknown run, run already closed, deadline passed) it is killed.
+The store's RUNNING runs go to the executor of their kind as ``RunningRun`` (executors never see the
+store); each executor answers with a ``Recovery`` (``executors.base``). A closed run gets why in its log
+(a run the previous process had not given a log yet gets one), its artifacts and log settled, its record
+finished and counted. A re-attached run gets a supervisor thread (``scheduler.runs.supervise.resume``)
+that finishes it by the same path as any run. No kind is named here.
 """
 
 import logging
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from executors.yarn.client import FINAL_STATES, ResourceManager
-from executors.yarn.execution import yarn_status
-from scheduler.errors import PeachError, ResourceManagerError, RunNotFound
+from executors.base import Executor, Recovery, RunningRun
+from executors.logs import append_note
+from scheduler.runs.artifacts import settle
+from scheduler.runs.supervise import Runtime, resume
 from scheduler.status import RunStatus
 from scheduler.store.records import Run
-from scheduler.store.store import Store
 
 log = logging.getLogger(__name__)
 
-RUN_TAG = "peach-run-"
+
+@dataclass
+class Recovered:
+    """What a restart recovery did: the runs it closed, and the supervisors of the runs it re-attached."""
+
+    closed: list[Run] = field(default_factory=list)
+    resumed: list[threading.Thread] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Decision:
-    app_id: str
-    run_id: str | None
-    action: str  # "follow" or "kill"
-    why: str
+def running_run(run: Run) -> RunningRun:
+    return RunningRun(
+        run_id=run.id,
+        codops=run.codops,
+        task=run.task,
+        executor=run.executor,
+        handle=run.handle,
+        deadline=run.deadline.timestamp() if run.deadline is not None else None,
+        log_path=Path(run.log_path) if run.log_path else None,
+    )
 
 
-def _run_of(app: dict[str, object]) -> str | None:
-    for tag in str(app.get("applicationTags") or "").split(","):
-        if tag.startswith(RUN_TAG):
-            return tag.removeprefix(RUN_TAG)
-    return None
-
-
-def decide(
-    rm: ResourceManager, store: Store, wall: Callable[[], float] = time.time
-) -> tuple[list[Decision], dict[str, Run]]:
-    """What to do with each live ``peach`` application, and the runs to follow (by id)."""
-    decisions, follow = [], {}
-    for app in rm.apps_by_tag("peach", ["ACCEPTED", "RUNNING"]):
-        app_id, run_id = str(app["id"]), _run_of(app)
-        run = None
-        if run_id is not None:
-            try:
-                run = store.get_run(run_id)
-            except RunNotFound:
-                run = None
-        if run is None:
-            decisions.append(Decision(app_id, run_id, "kill", "its run is unknown"))
-        elif run.status is not RunStatus.RUNNING:
-            decisions.append(Decision(app_id, run_id, "kill", f"its run is already {run.status.value}"))
-        elif (
-            run.deadline is not None
-            and run.deadline.replace(tzinfo=run.deadline.tzinfo or UTC).timestamp() <= wall()
-        ):
-            decisions.append(Decision(app_id, run_id, "kill", "its run is past its deadline"))
-        else:
-            decisions.append(Decision(app_id, run_id, "follow", "its run is still going"))
-            follow[run.id] = run
-    return decisions, follow
-
-
-class Follower(threading.Thread):
-    """Follows one re-attached application to its end and closes its run."""
-
-    def __init__(
-        self,
-        rm: ResourceManager,
-        store: Store,
-        run: Run,
-        app_id: str,
-        *,
-        poll: float = 2.0,
-        wall: Callable[[], float] = time.time,
-        finished: Callable[[Run], None] = lambda run: None,
-    ) -> None:
-        super().__init__(name=f"peach-follow-{run.id}", daemon=True)
-        self.rm, self.store, self.run_record, self.app_id = rm, store, run, app_id
-        self.poll, self._wall, self._finished = poll, wall, finished
-        self.stopped = threading.Event()
-        self.result: Run | None = None
-
-    def run(self) -> None:
-        deadline = self.run_record.deadline
-        end = deadline.replace(tzinfo=deadline.tzinfo or UTC).timestamp() if deadline is not None else None
-        while not self.stopped.is_set():
-            try:
-                if end is not None and self._wall() >= end:
-                    state = self.rm.kill(self.app_id)
-                    self._close(
-                        RunStatus.TIMED_OUT,
-                        f"deadline passed: YARN application {self.app_id} killed ({state})",
-                    )
-                    return
-                report = self.rm.app(self.app_id)
-                if report.get("state") in FINAL_STATES:
-                    status, summary, error = yarn_status(report)
-                    self._close(status, f"re-attached after a restart; {summary}", error)
-                    return
-            except ResourceManagerError as exc:
-                log.warning("run %s: following %s: %s", self.run_record.id, self.app_id, exc)
-            self.stopped.wait(self.poll)
-
-    def _close(self, status: RunStatus, summary: str, error: str | None = None) -> None:
-        try:
-            self.result = self.store.finish_run(
-                self.run_record.id, RunStatus(status.value), summary, error=error, application_id=self.app_id
+def recover(runtime: Runtime, log_path: Callable[[str], Path]) -> Recovered:
+    """Close or re-attach every run the store holds RUNNING; ``log_path(run_id)`` is where a run that
+    has none recorded gets its log."""
+    running = runtime.store.running_runs()
+    records = {run.id: run for run in running}
+    recovery = Recovery()
+    for kind, executor in runtime.executors.items():
+        mine = [running_run(run) for run in running if run.executor == kind]
+        if mine:
+            recovery.merge(_ask(executor, mine))
+    for run in running:  # a kind no executor is configured for: nothing can be asked about it
+        if run.id not in recovery.reattached and run.id not in recovery.closed:
+            recovery.close(
+                run.id, RunStatus.LOST, f"no {run.executor.value} executor to recover it at restart"
             )
-        except PeachError as exc:
-            log.error("run %s: closing it failed: %s", self.run_record.id, exc)
-            return
-        self._finished(self.result)
+    recovered = Recovered()
+    for run_id, outcome in recovery.closed.items():
+        recovered.closed.append(_close(runtime, records[run_id], outcome.status, outcome.summary, log_path))
+    for run_id, execution in recovery.reattached.items():
+        thread = threading.Thread(
+            target=resume,
+            args=(runtime, records[run_id], execution),
+            name=f"peach-resume-{run_id}",
+            daemon=True,
+        )
+        thread.start()
+        recovered.resumed.append(thread)
+    return recovered
 
 
-def recover_applications(
-    rm: ResourceManager,
-    store: Store,
-    *,
-    poll: float = 2.0,
-    wall: Callable[[], float] = time.time,
-    finished: Callable[[Run], None] = lambda run: None,
-) -> tuple[list[Decision], list[Follower]]:
-    """Kill or re-attach every live ``peach`` application; the followers are started."""
-    decisions, follow = decide(rm, store, wall)
-    followers = []
-    for decision in decisions:
-        if decision.action == "kill":
-            try:
-                state = rm.kill(decision.app_id)
-                log.warning(
-                    "YARN application %s (run %s) killed at restart: %s (%s)",
-                    decision.app_id,
-                    decision.run_id,
-                    decision.why,
-                    state,
-                )
-            except ResourceManagerError as exc:
-                log.error("YARN application %s could not be killed at restart: %s", decision.app_id, exc)
-        elif decision.run_id is not None:
-            run = follow[decision.run_id]
-            log.warning("run %s: re-attached to YARN application %s", run.id, decision.app_id)
-            follower = Follower(rm, store, run, decision.app_id, poll=poll, wall=wall, finished=finished)
-            follower.start()
-            followers.append(follower)
-    return decisions, followers
+def _ask(executor: Executor, runs: list[RunningRun]) -> Recovery:
+    """An executor's answer; one that fails closes its runs LOST rather than leave them RUNNING."""
+    try:
+        return executor.recover(runs)
+    except Exception as exc:
+        log.exception("restart recovery: the %s executor failed", executor.name)
+        recovery = Recovery()
+        why = f"restart recovery of the {executor.name} executor failed: {exc!r}"
+        for run in runs:
+            recovery.close(run.run_id, RunStatus.LOST, why)
+        return recovery
+
+
+def _close(
+    runtime: Runtime, run: Run, status: RunStatus, summary: str, log_path: Callable[[str], Path]
+) -> Run:
+    _note(runtime, run, f"run closed as {status.value} at restart: {summary}", log_path)
+    try:  # what it wrote is kept as for any run; its log compressed
+        settle(runtime.store, run.id, runtime.artifacts)
+    except Exception:
+        log.exception("run %s: keeping its artifacts and log at restart failed", run.id)
+    finished = runtime.store.finish_run(run.id, status, summary)
+    runtime.metrics.run_finished(finished)
+    log.warning("run %s of %s/%s closed as %s: %s", run.id, run.codops, run.task, status.value, summary)
+    return finished
+
+
+def _note(runtime: Runtime, run: Run, text: str, log_path: Callable[[str], Path]) -> None:
+    """End the run's log with why it was closed, so that it does not just stop mid-output. A run the
+    previous process recorded but had not yet given a log (it died in between) gets one."""
+    path = Path(run.log_path) if run.log_path else log_path(run.id)
+    try:
+        append_note(path, text)
+        if run.log_path is None:
+            runtime.store.attach(run.id, log_path=str(path))
+    except OSError as exc:
+        log.warning("run %s: cannot note in its log %s why it was closed: %s", run.id, path, exc)

@@ -1,9 +1,13 @@
 """The service: everything built from the operator configuration, started, and stopped in two steps.
 
-``start`` settles the runs a previous process left RUNNING and removes its rerun leftovers (restart
-recovery), then starts the HTTP server and one thread per loop. ``request_stop`` (first SIGTERM) stops
-the loops from starting runs and lets the running ones finish; ``request_force_stop`` (second signal,
-or the drain deadline) kills them, and they are closed as ``KILLED``.
+``start`` settles the runs a previous process left RUNNING (restart recovery: each executor is asked
+about the runs of its kind, ``scheduler.service.recovery``) and removes its rerun leftovers, then starts
+the HTTP server and one thread per loop. ``request_stop`` (first SIGTERM) stops the loops from starting
+runs and lets the running ones finish; ``request_force_stop`` (second signal, or the drain deadline)
+kills them, and they are closed as ``KILLED``. Runs re-attached at restart are running runs like the
+others: drained and killed the same way.
+
+Executors come from ``executors.registry`` (one per kind), built with the services they share.
 """
 
 import logging
@@ -18,26 +22,20 @@ from pathlib import Path
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
-from executors.base import Executor
+from executors import registry
 from executors.environments import EnvironmentStore
-from executors.logs import append_note
-from executors.process import PROC, find_run_processes, stop_run
-from executors.python import PythonExecutor
-from executors.spark import SparkExecutor
 from executors.yarn.client import ResourceManager
 from scheduler.config import Config
-from scheduler.errors import ResourceManagerError
 from scheduler.http import dashboard
 from scheduler.http.api import create_app
 from scheduler.metrics import Metrics
 from scheduler.repos.sync import repository_syncs
 from scheduler.runs import reruns
-from scheduler.runs.artifacts import ArtifactPolicy, settle
+from scheduler.runs.artifacts import ArtifactPolicy
 from scheduler.runs.supervise import Runtime
+from scheduler.service import recovery
 from scheduler.service.housekeeping import Housekeeping
 from scheduler.service.loops import Loop, MetadataBoard, MetadataLoop, OrganisationLoop, OrganisationSource
-from scheduler.service.recovery import Follower, recover_applications
-from scheduler.status import RunStatus
 from scheduler.store.records import Run
 from scheduler.store.store import Store
 
@@ -45,11 +43,9 @@ log = logging.getLogger(__name__)
 
 
 class Service:
-    def __init__(
-        self, config: Config, environ: Mapping[str, str] | None = None, proc_root: Path = PROC
-    ) -> None:
+    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
-        self.config, self.proc_root = config, proc_root
+        self.config = config
         config.workspace.mkdir(parents=True, exist_ok=True)
         self.store = Store.from_url(config.database_url)
         self.metrics = Metrics()
@@ -70,25 +66,11 @@ class Service:
             if yarn.resourcemanagers
             else None
         )
-        self.followers: list[Follower] = []  # YARN applications re-attached at restart
-        spark = SparkExecutor(
-            environments,
-            config.workspace / "runs",
-            config.spark,
-            config.organisations,
-            resourcemanager=self.resourcemanager,
-            log_server=yarn.log_server,
-            lifetime_grace=yarn.lifetime_grace,
-            poll=yarn.poll,
-            log_wait=yarn.log_wait,
-            artifacts_root=config.artifacts.root,
+        self.resumed: list[threading.Thread] = []  # supervisors of the runs re-attached at restart
+        services = registry.Services(
+            environments, config.workspace / "runs", config.artifacts.root, self.resourcemanager
         )
-        executors: dict[str, Executor] = {
-            "python": PythonExecutor(
-                environments, config.workspace / "runs", artifacts_root=config.artifacts.root
-            ),
-            "spark": spark,
-        }
+        executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
         self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits, artifacts=policy)
         self.housekeeping = Housekeeping(
@@ -176,12 +158,13 @@ class Service:
     def wait_stopped(self, drain: float) -> None:
         """After ``request_stop``: wait up to ``drain`` seconds for the loops, then kill what still runs."""
         deadline = time.monotonic() + drain
-        for loop in self.loops:
-            loop.join(max(0.0, deadline - time.monotonic()))
-        if any(loop.is_alive() for loop in self.loops):
+        supervisors: list[threading.Thread] = [*self.loops, *self.resumed]
+        for thread in supervisors:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in supervisors):
             self.request_force_stop()
-            for loop in self.loops:
-                loop.join()
+            for thread in supervisors:
+                thread.join()
 
     def close(self) -> None:
         self.housekeeping.stop()
@@ -215,38 +198,16 @@ class Service:
     # -- restart recovery -----------------------------------------------------------------------------
 
     def recover(self) -> list[Run]:
-        """Close every run a previous process left RUNNING, killing what is left of its processes.
-
-        Processes are found by the run's marker in their environment (``PEACH_RUN_ID``), not by a bare
-        pid that may have been reused. A local run's output went through the scheduler, which is gone,
-        so a survivor is killed rather than followed: its log could no longer be captured.
-        """
-        closed = []
-        following = self._recover_yarn()
-        for run in self.store.running_runs():
-            if run.id in following:
-                continue
-            pids = find_run_processes(run.id, self.proc_root)
-            if pids:
-                stop_run(run.id, grace=2.0, proc_root=self.proc_root)
-                outcome = (
-                    "the scheduler restarted while this run was going; its output could no longer be "
-                    f"captured, so its processes ({', '.join(map(str, sorted(pids)))}) were killed"
-                )
-            else:
-                outcome = "the scheduler stopped while this run was going; its process was gone at restart"
-            self._note_lost(run, outcome)
-            try:  # what it wrote is kept as for any run; its log compressed
-                settle(self.store, run.id, self.runtime.artifacts)
-            except Exception:
-                log.exception("run %s: keeping its artifacts and log at restart failed", run.id)
-            finished = self.store.finish_run(run.id, RunStatus.LOST, outcome)
-            self.metrics.run_finished(finished)
-            log.warning("run %s of %s/%s closed as LOST: %s", run.id, run.codops, run.task, outcome)
-            closed.append(finished)
+        """Close or re-attach every run a previous process left RUNNING (each executor decides for the
+        runs of its kind); the runs closed. Re-attached runs are supervised from here on."""
+        recovered = recovery.recover(self.runtime, self._log_path)
+        self.resumed.extend(recovered.resumed)
         self.remove_rerun_leftovers()
         self._recovered = True
-        return closed
+        return recovered.closed
+
+    def _log_path(self, run_id: str) -> Path:
+        return self.config.workspace / "runs" / run_id / "output.log"
 
     def remove_rerun_leftovers(self) -> list[Path]:
         """Rerun directories a killed service left behind that no run can still be using."""
@@ -255,35 +216,6 @@ class Service:
         except (OSError, SQLAlchemyError) as exc:
             log.warning("rerun leftovers not removed: %s", exc)
             return []
-
-    def _note_lost(self, run: Run, outcome: str) -> None:
-        """End the run's log with why it was closed, so that it does not just stop mid-output. A run the
-        previous process recorded but had not yet given a log (it died in between) gets one."""
-        path = Path(run.log_path) if run.log_path else self.config.workspace / "runs" / run.id / "output.log"
-        try:
-            append_note(path, f"run closed as LOST at restart: {outcome}")
-            if run.log_path is None:
-                self.store.attach(run.id, log_path=str(path))
-        except OSError as exc:
-            log.warning("run %s: cannot note in its log %s why it was closed: %s", run.id, path, exc)
-
-    def _recover_yarn(self) -> set[str]:
-        """YARN applications tagged ``peach`` still ACCEPTED/RUNNING: their runs re-attached (the ids
-        returned, closed by a follower when the application ends) or the applications killed."""
-        if self.resourcemanager is None:
-            return set()
-        try:
-            _, followers = recover_applications(
-                self.resourcemanager,
-                self.store,
-                poll=self.config.yarn.poll,
-                finished=self.metrics.run_finished,
-            )
-        except ResourceManagerError as exc:
-            log.error("restart recovery: YARN applications not checked: %s", exc)
-            return set()
-        self.followers.extend(followers)
-        return {follower.run_record.id for follower in followers}
 
 
 def install_signal_handlers(service: Service) -> None:

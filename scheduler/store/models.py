@@ -92,9 +92,9 @@ class RunRow(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     log_path: Mapped[str | None] = mapped_column(Text)
-    application_id: Mapped[str | None] = mapped_column(String(64))
-    pid: Mapped[int | None] = mapped_column(Integer)
-    pid_start: Mapped[int | None] = mapped_column(BigInteger)
+    # what identifies the run outside the scheduler, opaque to the store (executors.base): ``pid:1234``,
+    # ``yarn:application_1_0001``; migration 0005 replaced the pid, pid_start and application_id columns
+    handle: Mapped[str | None] = mapped_column(String(128))
     host: Mapped[str | None] = mapped_column(String(255))
     deadline: Mapped[datetime | None] = mapped_column(UtcDateTime())
     rerun_of: Mapped[str | None] = mapped_column(String(40))  # the run this one repeats (trigger rerun)

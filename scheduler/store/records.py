@@ -23,6 +23,7 @@ from scheduler.store.models import (
 )
 
 SHORT_VERSION = 12
+YARN_HANDLE = "yarn:"  # the handle of a run on YARN (executors.yarn.execution.yarn_handle)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -48,9 +49,7 @@ class Run:
     outcome: str | None
     error: str | None
     log_path: str | None
-    application_id: str | None
-    pid: int | None
-    pid_start: int | None
+    handle: str | None
     host: str | None
     deadline: datetime | None
     rerun_of: str | None = None
@@ -65,6 +64,13 @@ class Run:
     @property
     def short_version(self) -> str | None:
         return self.version[:SHORT_VERSION] if self.version else None
+
+    @property
+    def application_id(self) -> str | None:
+        """The YARN application of the run (SPEC §5), from its handle (``yarn:<id>``)."""
+        if self.handle is None or not self.handle.startswith(YARN_HANDLE):
+            return None
+        return self.handle.removeprefix(YARN_HANDLE)
 
     @classmethod
     def from_row(cls, row: RunRow) -> "Run":
@@ -83,9 +89,7 @@ class Run:
             outcome=row.outcome,
             error=row.error,
             log_path=row.log_path,
-            application_id=row.application_id,
-            pid=row.pid,
-            pid_start=row.pid_start,
+            handle=row.handle,
             host=row.host,
             deadline=row.deadline,
             rerun_of=row.rerun_of,

@@ -159,14 +159,12 @@ class Store:
         self,
         run_id: str,
         *,
-        pid: int | None = None,
-        pid_start: int | None = None,
-        application_id: str | None = None,
+        handle: str | None = None,
         log_path: str | None = None,
     ) -> Run:
-        """Record what identifies a run's process (pid and its start time in clock ticks after boot,
-        field 22 of ``/proc/<pid>/stat``) or its YARN application, once known. None leaves a field."""
-        changes = {"pid": pid, "pid_start": pid_start, "application_id": application_id, "log_path": log_path}
+        """Record what identifies a run outside the scheduler (its executor's opaque ``handle``: a pid,
+        a YARN application) and where its log is, once known. None leaves a field."""
+        changes = {"handle": handle, "log_path": log_path}
         with self._session(write=True) as session:
             row = self._run_row(session, run_id)
             for name, value in changes.items():
@@ -181,7 +179,7 @@ class Store:
         outcome: str,
         *,
         error: str | None = None,
-        application_id: str | None = None,
+        handle: str | None = None,
         next_due: datetime | None = None,
     ) -> Run:
         """Close a RUNNING run with a final status and its outcome in words; updates its task."""
@@ -198,8 +196,8 @@ class Store:
             row.duration_seconds = round(max((now - row.started_at).total_seconds(), 0.0), 3)
             row.outcome = outcome
             row.error = error
-            if application_id is not None:
-                row.application_id = application_id
+            if handle is not None:
+                row.handle = handle
             task_row = session.get(TaskRow, (row.codops, row.task))
             if task_row is not None and task_row.last_run_id in (row.id, None):
                 task_row.state = TaskState.FINISHED.value

@@ -99,28 +99,6 @@ def test_usage_errors_exit_two(tmp_path: Path) -> None:
     assert cli().returncode == 2
 
 
-def test_help_everywhere() -> None:
-    for args in (
-        [],
-        ["validate"],
-        ["demo"],
-        ["run"],
-        ["once"],
-        ["tasks"],
-        ["runs"],
-        ["logs"],
-        ["trigger"],
-        ["rerun"],
-        ["diff"],
-        ["config", "show"],
-        ["queues"],
-        ["queues", "check"],
-        ["queues", "render"],
-    ):
-        proc = cli(*args, "--help")
-        assert proc.returncode == 0 and "usage: peach-scheduler" in proc.stdout
-
-
 @pytest.mark.timeout(300)  # word_count is a spark task: a JVM start, slow on a loaded machine
 def test_demo_runs_the_service_on_a_sample_repository(tmp_path: Path) -> None:
     output = tmp_path / "demo.log"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from executors.base import RunRequest
+from executors.base import Deadline, RunRequest
 from executors.environments import builder_environment
-from executors.process import ProcessExecution, describe_exit, find_run_processes, stop_run
+from executors.process import Launcher, ProcessExecution, describe_exit, find_run_processes, stop_run
 from scheduler.status import RunStatus
 from tests.helpers.executor_fixtures import alive, make_task, marked_processes, wait_for
 
@@ -83,31 +83,39 @@ def test_builders_do_not_see_scheduler_secrets() -> None:
     assert env == {"PATH": "/bin", "UV_INDEX_URL": "https://idx", "HOME": "/h", "NO_COLOR": "1"}
 
 
-class RemoteRun(ProcessExecution):
-    """What a spark-like executor adds: a remote side stopped on timeout or kill."""
-
-    def stopping(self, status: RunStatus, why: str) -> None:
-        self.stopped = (status, why)
-
-
-def test_hooks_for_executors_with_a_remote_side(tmp_path: Path) -> None:
+def test_a_local_process_shows_its_output_and_times_out_on_the_shared_deadline(tmp_path: Path) -> None:
+    """What spark on YARN builds on: every chunk of output seen (its application id), the deadline of the
+    base class enforced, nothing left behind, the handle the pid."""
     seen: list[bytes] = []
     task = make_task(tmp_path / "repo", "def main():\n    pass\n")
     code = "import time\nprint('Submitted application application_1700000000000_0042', flush=True)\n"
     code += "time.sleep(1000)"
     run_id = f"hooks-{secrets.token_hex(4)}"
-    execution = RemoteRun(
-        RunRequest(run_id, task, timeout=1.5),
-        [sys.executable, "-c", code],
-        {"PATH": os.defpath},
-        tmp_path,
-        tmp_path / "log",
-        grace=0.5,
-        on_output=seen.append,
+    launcher = Launcher(grace=0.5)
+    request = RunRequest(run_id, task, timeout=1.5)
+    process = launcher.process(
+        request, [sys.executable, "-c", code], {"PATH": os.defpath}, tmp_path, tmp_path / "log"
     )
+    process.on_output = seen.append
+    execution = ProcessExecution(process)
     execution.start()
+    assert execution.handle == f"pid:{execution.pid}"
     wait_for(lambda: b"application_1700000000000_0042" in b"".join(seen), what="the submission line")
     outcome = execution.wait()
     assert outcome is not None and outcome.status is RunStatus.TIMED_OUT
-    assert execution.stopped == (RunStatus.TIMED_OUT, "timeout 1.5 s")
+    assert outcome.summary == "killed by SIGTERM after timeout 1.5 s"
+    assert outcome.handle == execution.handle
     assert marked_processes(run_id) == []
+
+
+def test_deadline_after_a_timeout_or_at_a_wall_clock_time() -> None:
+    now = [100.0]
+    deadline = Deadline.after(5, lambda: now[0])
+    assert (deadline.at, deadline.words, deadline.passed()) == (105.0, "timeout 5 s", False)
+    assert deadline.earliest(103.0, None) == 103.0 and deadline.earliest(None) == 105.0
+    now[0] = 105.0
+    assert deadline.passed() and deadline.left() == 0
+    again = Deadline.at_wall(1_000_050.0, lambda: now[0], wall=lambda: 1_000_000.0)
+    assert (again.at, again.words) == (155.0, "deadline passed")
+    endless = Deadline.after(None, lambda: now[0])
+    assert not endless.passed() and endless.earliest(None) is None and endless.left() is None

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from executors.base import Outcome, RunRequest
+from executors.base import Outcome, RunningRun, RunRequest
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import ProcessExecution, find_run_processes
 from executors.python import PythonExecutor
 from scheduler.errors import ExecutionError
+from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
 from tests.helpers.executor_fixtures import alive, finish, make_task, marked_processes, no_survivors, wait_for
 
@@ -337,3 +338,58 @@ def test_runner_script_uses_environment_interpreter(
     assert finish(execution).status is RunStatus.SUCCEEDED
     prefix = re.search(rb"prefix: (\S+)", execution.read_log()).group(1).decode()  # type: ignore[union-attr]
     assert prefix.startswith(str(executor.environments.root)) and prefix != sys.prefix
+
+
+def test_recover_kills_a_survivor_found_by_its_marker_and_closes_its_run_lost(
+    executor: PythonExecutor, no_leftovers: list[str]
+) -> None:
+    """After a restart the scheduler is nobody's parent: a survivor carrying the run's marker is killed
+    (it even ignores SIGTERM), a run whose process is gone is closed too; both LOST."""
+    survivor_run, gone_run = run_id(), run_id()
+    no_leftovers.extend([survivor_run, gone_run])
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n"
+    survivor = subprocess.Popen(
+        [sys.executable, "-c", code + "time.sleep(1000)"],
+        env={"PEACH_RUN_ID": survivor_run},
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert survivor.stdout is not None and survivor.stdout.readline() == b"up\n"
+        recovery = executor.recover(
+            [
+                RunningRun(survivor_run, "default", "job", ExecutorKind.PYTHON, handle=f"pid:{survivor.pid}"),
+                RunningRun(gone_run, "default", "other", ExecutorKind.PYTHON, deadline=time.time() + 60),
+            ]
+        )
+        wait_for(lambda: survivor.poll() is not None, what="the survivor to die")
+        assert survivor.returncode == -9 and not alive(survivor.pid)
+    finally:
+        survivor.kill()
+        survivor.wait()
+        if survivor.stdout is not None:
+            survivor.stdout.close()
+    assert recovery.reattached == {}
+    assert {run: (outcome.status, outcome.summary) for run, outcome in recovery.closed.items()} == {
+        survivor_run: (
+            RunStatus.LOST,
+            "the scheduler restarted while this run was going; its output could no longer be captured, "
+            f"so its processes ({survivor.pid}) were killed",
+        ),
+        gone_run: (
+            RunStatus.LOST,
+            "the scheduler stopped while this run was going; its process was gone at restart",
+        ),
+    }
+
+
+def test_manifest_names_the_runner_and_the_interpreter_of_the_run(
+    executor: PythonExecutor, store: EnvironmentStore, tmp_path: Path, no_leftovers: list[str]
+) -> None:
+    execution = start(executor, tmp_path, "def main():\n    pass\n", no_leftovers)
+    finish(execution)
+    manifest = execution.manifest()
+    assert manifest.runner == executor.run_dir(execution.run_id) / "runner.py"
+    assert manifest.runner == Path(execution.process.command[-1])  # the file the command line runs
+    assert manifest.python is not None and str(manifest.python) == execution.process.command[0]
+    assert manifest.python.is_relative_to(store.root) and manifest.spark is None

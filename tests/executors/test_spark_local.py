@@ -41,7 +41,7 @@ COUNTS = "[('be', 2), ('not', 1), ('or', 1), ('to', 2)]"
 
 def counts_artifact(execution: ProcessExecution) -> str:
     """What the driver wrote to the run's artifacts directory (the driver runs on this host)."""
-    assert execution.artifacts_dir is not None and execution.env["PEACH_ARTIFACTS_DIR"] == str(
+    assert execution.artifacts_dir is not None and execution.process.env["PEACH_ARTIFACTS_DIR"] == str(
         execution.artifacts_dir
     )
     return (execution.artifacts_dir / "counts.txt").read_text()
@@ -90,6 +90,7 @@ def start(
     request = RunRequest(f"spark-{secrets.token_hex(6)}", task, timeout=timeout)
     runs.append(request.run_id)
     execution = spark.prepare(request)
+    assert isinstance(execution, ProcessExecution)  # a local driver: one local process, no remote side
     execution.start()
     return execution
 
@@ -102,9 +103,13 @@ def test_local_notebook_task_gets_a_spark_session_and_succeeds(
 ) -> None:
     spark = executor(store, tmp_path, "local[2]")
     execution = start(spark, tmp_path / "repo", WORDS, no_leftovers)
-    assert execution.command[0] == str(spark_home() / "bin" / "spark-submit")  # type: ignore[operator]
-    assert execution.command[1:3] == ["--master", "local[2]"]
-    assert execution.env["PYSPARK_DRIVER_PYTHON"].startswith(str(store.root))  # the task's interpreter
+    assert execution.process.command[0] == str(spark_home() / "bin" / "spark-submit")  # type: ignore[operator]
+    assert execution.process.command[1:3] == ["--master", "local[2]"]
+    driver_python = execution.process.env["PYSPARK_DRIVER_PYTHON"]
+    assert driver_python.startswith(str(store.root))  # the task's interpreter
+    manifest = execution.manifest()  # what the run's manifest records, read back from the command line
+    assert manifest.spark is not None and manifest.spark["master"] == "local[2]"
+    assert str(manifest.python) == driver_python and manifest.runner == Path(execution.process.command[-1])
     outcome = finish(execution, JVM_RUN)
     text = execution.read_log().decode()
     assert outcome.status is RunStatus.SUCCEEDED, text[-3000:]
@@ -205,7 +210,7 @@ def test_standalone_master_runs_the_task_in_client_mode(
     standalone, ui = standalone.split("|")
     spark = executor(store, tmp_path, standalone)
     execution = start(spark, tmp_path / "repo", WORDS, no_leftovers)
-    assert execution.command[1:5] == ["--master", standalone, "--deploy-mode", "client"]
+    assert execution.process.command[1:5] == ["--master", standalone, "--deploy-mode", "client"]
     outcome = finish(execution, JVM_RUN)
     text = execution.read_log().decode()
     assert outcome.status is RunStatus.SUCCEEDED, text[-3000:]

@@ -5,22 +5,22 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from executors.base import Outcome, RunRequest
+from executors.base import Outcome, RunningRun, RunRequest
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
-from executors.spark import SparkExecutor, run_tags
+from executors.spark import SparkExecutor, run_tags, spark_settings
 from executors.yarn.client import ResourceManager
 from executors.yarn.execution import YarnExecution
+from executors.yarn.recovery import decide
 from scheduler.config import OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError, ResourceManagerError
-from scheduler.service.recovery import recover_applications
+from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
-from scheduler.store.store import Store
 from tests.helpers.executor_fixtures import marked_processes
 from tests.helpers.fake_rm import FakeResourceManager
 from tests.helpers.fake_spark_submit import write_stand_in
@@ -116,10 +116,11 @@ def test_command_line_carries_queue_resources_tags_archive_and_conf(
     spark = make_executor(store, tmp_path, rm, conf=conf, allowed_overrides=("spark.sql.shuffle.*",))
     req = request(tmp_path, spark={"spark.sql.shuffle.partitions": 8})
     execution = spark.prepare(req)
+    assert isinstance(execution, YarnExecution) and execution.submit is not None
     runner = spark.runs_root / req.run_id / "runner.py"
     archive = next((store.root / "archives").glob("*.tar.gz"))
     tags = f"peach,peach-codops-chrts,peach-task-daily_report,peach-run-{req.run_id}"
-    assert execution.command == [
+    assert execution.submit.command == [
         str(tmp_path / "spark-submit"),
         *("--master", "yarn", "--deploy-mode", "cluster", "--name", "peach-chrts-daily_report"),
         *("--queue", "root.chrts", "--num-executors", "3"),
@@ -140,9 +141,17 @@ def test_command_line_carries_queue_resources_tags_archive_and_conf(
     ]
     assert all(len(tag) <= 100 and tag == tag.lower() for tag in run_tags(req))
     # The driver runs on the cluster: no artifacts directory, and the run says why.
-    assert execution.artifacts_dir is None and "PEACH_ARTIFACTS_DIR" not in execution.env
+    assert execution.artifacts_dir is None and "PEACH_ARTIFACTS_DIR" not in execution.submit.env
     assert "YARN cluster mode" in (execution.artifacts_note or "")
     assert not (spark.runs_root / req.run_id / "artifacts").exists()
+    # What the manifest records: the settings read back from this very command line, the runner it runs,
+    # and the local build of the environment that was packed and shipped.
+    manifest = execution.manifest()
+    assert (
+        manifest.spark == spark_settings(execution.submit.command) and manifest.spark["queue"] == "root.chrts"
+    )
+    assert manifest.runner == runner and manifest.python is not None
+    assert manifest.python.is_relative_to(store.root) and manifest.python.name == "python"
     with pytest.raises(ExecutionError, match=r"spark.executor.memory.*spark.allowed_overrides"):
         spark.prepare(request(tmp_path / "other", spark={"spark.executor.memory": "64g"}))
 
@@ -166,7 +175,7 @@ def test_run_is_tracked_by_id_and_tag_with_lifetime_and_driver_logs(
     rm.set_state(app_id, "FINISHED", "SUCCEEDED")
     outcome = finish(execution)
     assert outcome.status is RunStatus.SUCCEEDED, outcome
-    assert outcome.application_id == app_id
+    assert outcome.handle == f"yarn:{app_id}"
     text = execution.read_log().decode()
     assert "source: NodeManager" in text and "log aggregation DISABLED" in text
     assert "hello from the driver" in text and "INFO all good" in text
@@ -202,7 +211,7 @@ def test_refused_submission_fails_and_never_takes_an_id_from_the_log(
     outcome = finish(execution)
     assert outcome.status is RunStatus.FAILED
     assert "exit code 1" in outcome.summary and "no application is tagged" in outcome.summary
-    assert outcome.application_id is None  # application_1_0001 in its output is not ours
+    assert outcome.handle == f"pid:{execution.submit.pid}"  # application_1_0001 in its output is not ours
     assert "application_1_0001" in execution.read_log().decode()
 
 
@@ -279,41 +288,99 @@ def test_driver_logs_come_from_the_log_server_or_fall_back_to_the_nodemanager(
     assert yarn.apps_by_tag("peach-run-nobody") == []  # {"apps": null}
 
 
-def test_restart_reattaches_live_runs_and_kills_the_rest(tmp_path: Path, rm: FakeResourceManager) -> None:
-    store = Store.from_url(f"sqlite:///{tmp_path / 'state.db'}")
-    try:
-        soon = datetime.now(UTC) + timedelta(hours=1)
-        live = store.start_run("chrts", "live", loop="chrts", executor="spark", version="a", deadline=soon)
-        late = store.start_run(
-            "chrts",
-            "late",
-            loop="chrts",
-            executor="spark",
-            version="a",
-            deadline=datetime.now(UTC) - timedelta(1),
-        )
-        apps = {
-            run_id: rm.submit("peach-chrts-x", "chrts", ["peach", f"peach-run-{run_id}"])
-            for run_id in (live.id, late.id, "r-gone")
-        }
-        rm.set_state(apps[live.id], "RUNNING")
-        done = rm.submit("peach-chrts-old", "chrts", ["peach", "peach-run-r-old"])
-        rm.set_state(done, "FINISHED", "SUCCEEDED")
-        decisions, followers = recover_applications(client(rm.url), store, poll=0.05)
-        actions = {d.app_id: (d.action, d.why) for d in decisions}
-        assert actions == {
-            apps[live.id]: ("follow", "its run is still going"),
-            apps[late.id]: ("kill", "its run is past its deadline"),
-            apps["r-gone"]: ("kill", "its run is unknown"),
-        }
-        assert sorted(rm.kill_requests) == sorted([apps[late.id], apps["r-gone"]])
-        assert rm.apps[apps[late.id]]["state"] == "KILLED"
-        (follower,) = followers
-        rm.set_state(apps[live.id], "FINISHED", "SUCCEEDED")
-        follower.join(10)
-        closed = store.get_run(live.id)
-        assert closed.status is RunStatus.SUCCEEDED
-        assert closed.application_id == apps[live.id]
-        assert closed.outcome is not None and closed.outcome.startswith("re-attached after a restart")
-    finally:
-        store.close()
+def running(run_id: str, tmp_path: Path, deadline: float | None, log: bytes | None = None) -> RunningRun:
+    path = tmp_path / f"{run_id}.log"
+    if log is not None:
+        path.write_bytes(log)
+    return RunningRun(run_id, "chrts", "daily_report", ExecutorKind.SPARK, deadline=deadline, log_path=path)
+
+
+def test_recover_reattaches_live_runs_and_kills_the_rest(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    spark = make_executor(store, tmp_path, rm)
+    now = time.time()
+    live = running("r-live", tmp_path, now + 3600, b"[peach] run r-live: before the restart\n")
+    late = running("r-late", tmp_path, now - 86400)
+    quiet = running("r-quiet", tmp_path, now + 3600)  # nothing live on YARN: closed as a local run
+    apps = {
+        run_id: rm.submit("peach-chrts-x", "chrts", ["peach", f"peach-run-{run_id}"])
+        for run_id in ("r-live", "r-late", "r-gone")
+    }
+    rm.set_state(apps["r-live"], "RUNNING")
+    done = rm.submit("peach-chrts-old", "chrts", ["peach", "peach-run-r-old"])
+    rm.set_state(done, "FINISHED", "SUCCEEDED")
+    recovery = spark.recover([live, late, quiet])
+    assert sorted(rm.kill_requests) == sorted([apps["r-late"], apps["r-gone"]])
+    assert rm.apps[apps["r-late"]]["state"] == "KILLED"
+    assert rm.apps[apps["r-gone"]]["state"] == "KILLED"
+    assert list(recovery.reattached) == ["r-live"]
+    gone = "the scheduler stopped while this run was going; its process was gone at restart"
+    assert {run_id: (o.status, o.summary) for run_id, o in recovery.closed.items()} == {
+        "r-late": (RunStatus.LOST, gone),
+        "r-quiet": (RunStatus.LOST, gone),
+    }
+    execution = recovery.reattached["r-live"]
+    assert isinstance(execution, YarnExecution) and execution.started
+    assert execution.handle == f"yarn:{apps['r-live']}"
+    assert execution.wait(until=time.monotonic() + 0.3) is None  # still RUNNING on YARN
+    rm.set_state(apps["r-live"], "FINISHED", "SUCCEEDED")
+    outcome = finish(execution)
+    assert (outcome.status, outcome.handle) == (RunStatus.SUCCEEDED, f"yarn:{apps['r-live']}")
+    assert (
+        outcome.summary
+        == f"re-attached after a restart; YARN application {apps['r-live']} finished: SUCCEEDED"
+    )
+    text = (tmp_path / "r-live.log").read_text()
+    assert text.startswith("[peach] run r-live: before the restart\n"), text  # appended to, not replaced
+    assert f"re-attached after a scheduler restart to YARN application {apps['r-live']}" in text
+    assert "driver logs of" in text and text.rstrip().endswith(f"run ended: SUCCEEDED: {outcome.summary}")
+
+
+def test_decisions_for_live_applications(tmp_path: Path) -> None:
+    now = 1_000_000.0
+    runs = {
+        "r-live": running("r-live", tmp_path, now + 1),
+        "r-endless": running("r-endless", tmp_path, None),
+        "r-late": running("r-late", tmp_path, now),
+    }
+    apps = [
+        {"id": f"application_1_000{n}", "applicationTags": f"peach,peach-run-{run_id}"}
+        for n, run_id in enumerate(["r-live", "r-endless", "r-late", "r-gone"])
+    ]
+    apps.append({"id": "application_1_0009", "applicationTags": "peach"})
+    decisions = decide(apps, runs, wall=lambda: now)
+    assert [(d.run_id, d.action, d.why) for d in decisions] == [
+        ("r-live", "follow", "its run is still going"),
+        ("r-endless", "follow", "its run is still going"),
+        ("r-late", "kill", "its run is past its deadline"),
+        ("r-gone", "kill", "its run is unknown or no longer running"),
+        (None, "kill", "its run is unknown or no longer running"),
+    ]
+
+
+def test_a_reattached_run_is_killed_at_its_deadline(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    spark = make_executor(store, tmp_path, rm)
+    app_id = rm.submit("peach-chrts-x", "chrts", ["peach", "peach-run-r-soon"])
+    rm.set_state(app_id, "RUNNING")
+    recovery = spark.recover([running("r-soon", tmp_path, time.time() + 1.0, b"")])
+    execution = recovery.reattached["r-soon"]
+    outcome = finish(execution)
+    assert outcome.status is RunStatus.TIMED_OUT
+    assert outcome.summary == (
+        f"re-attached after a restart; deadline passed: YARN application {app_id} killed through the "
+        "ResourceManager (KILLED)"
+    )
+    assert rm.kill_requests == [app_id] and rm.apps[app_id]["state"] == "KILLED"
+
+
+def test_recover_without_an_answering_resourcemanager_closes_runs_as_local_ones(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    rm.error = 500
+    spark = make_executor(store, tmp_path, rm)
+    recovery = spark.recover([running("r-1", tmp_path, None)])
+    assert recovery.reattached == {}
+    assert recovery.closed["r-1"].status is RunStatus.LOST

@@ -280,7 +280,7 @@ def database_restart(root: Path, cluster: PostgresCluster | None = None) -> Repo
         with running_service(root, orgs, state_url=cluster.url) as service:
             wait_for(lambda: succeeded(service, "beta", "ok"), 60, "a first beta run")
             going = wait_for(
-                lambda: [r for r in service.store.running_runs() if r.task == "short" and r.pid],
+                lambda: [r for r in service.store.running_runs() if r.task == "short" and r.handle],
                 60,
                 "the run",
             )[0]

@@ -68,7 +68,7 @@ def test_runs_table_links_commit_and_application(tmp_path: Path, page: Page) -> 
     store = Store.from_url(f"sqlite:///{tmp_path / 'state.db'}")
     try:
         run = store.start_run("alpha", "spark", loop="alpha", executor="spark", version=SHA)
-        store.attach(run.id, application_id="application_1700000000000_0042")
+        store.attach(run.id, handle="yarn:application_1700000000000_0042")
         store.finish_run(run.id, RunStatus.SUCCEEDED, "final status SUCCEEDED")
         app = create_app(
             store,

@@ -96,9 +96,7 @@ def run(**changes: object) -> Run:
         outcome=None,
         error=None,
         log_path=None,
-        application_id=None,
-        pid=None,
-        pid_start=None,
+        handle=None,
         host=None,
         deadline=NOW + timedelta(hours=1),
     )

@@ -16,10 +16,10 @@ import pytest
 
 from executors.base import RunRequest
 from executors.environments import EnvironmentStore
-from executors.spark import submit_command
+from executors.spark import REDACTED, spark_settings, submit_command
 from scheduler.config import OrganisationSettings, Resources, SparkSettings, load_config
 from scheduler.errors import ManifestNotFound, RunNotFound
-from scheduler.runs.manifests import REDACTED, capture, spark_settings
+from scheduler.runs.manifests import capture
 from scheduler.runs.rundiff import readable_runner
 from scheduler.service.service import Service
 from scheduler.spec.definitions import load_definitions

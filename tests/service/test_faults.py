@@ -71,7 +71,7 @@ def test_database_restart_mid_run_records_the_run_and_answers_503_meanwhile(tmp_
     facts = report.facts
     record = facts["record"]
     assert (record.status, record.outcome) == (OK, "exit code 0")
-    assert record.finished_at is not None and record.pid is not None
+    assert record.finished_at is not None and (record.handle or "").startswith("pid:")
     assert 500 not in facts["codes"] and facts["codes"].get(503), facts["codes"]
     assert facts["codes"].get(200), "/healthz answers while the database is down"
     assert (facts["ready_down"], facts["metrics_down"]) == (503, 200)
@@ -164,7 +164,7 @@ def test_a_run_goes_on_when_recording_its_pid_fails(tmp_path: Path, monkeypatch:
     try:
         [run] = service.once()
         assert (run.status, run.outcome, failures) == (OK, "exit code 0", [])
-        assert run.pid is not None and run.log_path is not None
+        assert (run.handle or "").startswith("pid:") and run.log_path is not None
         assert metric(service, "peach_state_database_errors_total", source="run") == 3
     finally:
         service.close()

@@ -35,7 +35,9 @@ def test_restart_after_kill_9_leaves_no_run_running_and_no_orphan(tmp_path: Path
     config = write_config(tmp_path, {"alpha": repo})
     store = Store.from_url(load_config(config).database_url)
     services.append(first := start_service(config, tmp_path / "service.log"))
-    run = wait_for(lambda: [r for r in store.running_runs() if r.pid], 60, "a running run with its pid")[0]
+    run = wait_for(
+        lambda: [r for r in store.running_runs() if r.handle], 60, "a running run with its pid handle"
+    )[0]
     wait_for(lambda: len(find_run_processes(run.id)) >= 3, 30, "the task, its children and the setsid one")
 
     os.kill(first.pid, signal.SIGKILL)

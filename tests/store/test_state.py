@@ -87,14 +87,14 @@ def test_run_lifecycle(store: Store, clock: Clock) -> None:
     )
     assert store.task_states("chrts")[0].state is TaskState.RUNNING
 
-    store.attach(run_id, pid=4242, pid_start=987654321)
-    store.attach(run_id, application_id="application_1700000000000_0001")
+    assert store.attach(run_id, handle="pid:4242").handle == "pid:4242"
+    assert store.attach(run_id, handle="pid:4242").application_id is None  # a local process's handle
+    store.attach(run_id, handle="yarn:application_1700000000000_0001")  # spark-submit, then its application
     clock.advance(90.5)
     done = store.finish_run(run_id, RunStatus.FAILED, "exited with status 1", error="ValueError: boom")
 
-    assert (done.pid, done.pid_start, done.application_id) == (
-        4242,
-        987654321,
+    assert (done.handle, done.application_id) == (
+        "yarn:application_1700000000000_0001",
         "application_1700000000000_0001",
     )
     assert done.as_dict() == {
@@ -186,7 +186,7 @@ def test_concurrent_writers_from_threads(state_url: str) -> None:
             barrier.wait()
             for iteration in range(15):
                 run_id = start(store, task=f"task{number}", codops=f"org{number}")
-                store.attach(run_id, pid=1000 + iteration, pid_start=iteration)
+                store.attach(run_id, handle=f"pid:{1000 + iteration}")
                 store.list_runs(codops=f"org{number}", limit=5)
                 store.finish_run(run_id, RunStatus.SUCCEEDED, "exited 0")
             with contextlib.suppress(AlreadyRunning):  # all race for one task once: exactly one wins
@@ -278,16 +278,16 @@ def test_running_runs_survive_a_restart_for_recovery(store: Store, state_url: st
     store.finish_run(finished, RunStatus.SUCCEEDED, "exited 0")
     clock.advance(1)
     local = start(store, task="local")
-    store.attach(local, pid=31337, pid_start=424242)
+    store.attach(local, handle="pid:31337")
     clock.advance(1)
     spark = start(store, task="spark", executor="spark")
-    store.attach(spark, application_id="application_1_0002")
+    store.attach(spark, handle="yarn:application_1_0002")
     store.close()
 
     restarted = Store(build_engine(state_url), clock=clock, host="node-1")
     running = restarted.running_runs()
     assert [run.id for run in running] == [local, spark]
-    assert (running[0].pid, running[0].pid_start, running[0].host) == (31337, 424242, "node-1")
+    assert (running[0].handle, running[0].host) == ("pid:31337", "node-1")
     assert running[1].application_id == "application_1_0002"
     assert restarted.running_runs(host="node-2") == []
     clock.advance(10)
