@@ -83,6 +83,7 @@ class FakeResourceManager:
                 "diagnostics": "",
                 "logAggregationStatus": "DISABLED",
                 "startedTime": int(time.time() * 1000),
+                "finishedTime": 0,  # Hadoop reports 0 until the application ends (observed on 3.1.1)
                 "_container": container,
                 "_killing": False,
             }
@@ -90,7 +91,10 @@ class FakeResourceManager:
 
     def set_state(self, app_id: str, state: str, final: str = "UNDEFINED", diagnostics: str = "") -> None:
         with self._lock:
-            self.apps[app_id].update(state=state, finalStatus=final, diagnostics=diagnostics)
+            app = self.apps[app_id]
+            app.update(state=state, finalStatus=final, diagnostics=diagnostics)
+            if state in ("FINISHED", "FAILED", "KILLED") and not app.get("finishedTime"):
+                app["finishedTime"] = int(time.time() * 1000)
 
     def set_progress(self, app_id: str, percent: float) -> None:
         """What the application master last reported to the RM (``progress``, 0-100)."""
@@ -218,6 +222,7 @@ class FakeResourceManager:
         final = app["state"] in ("FINISHED", "FAILED", "KILLED")
         if app["_killing"] and not final:  # the kill takes effect between two requests
             app.update(state="KILLED", finalStatus="KILLED", diagnostics="Application killed by user.")
+            app["finishedTime"] = int(time.time() * 1000)
             final = True
         if rest == []:
             return 200, {"app": _public(app)}, json_type
