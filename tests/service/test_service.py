@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy.exc import OperationalError
 
 from scheduler.config import load_config
@@ -22,6 +23,7 @@ from tests.helpers.backends import (
     prometheus_server,
     wait_for,
 )
+from tests.helpers.hadoop import write_configuration
 from tests.helpers.orgs import FAIL, QUICK, SLOW, SPEC_RUN_FIELDS, commit, org_repo, tasks_files, write_config
 
 TOKEN = "s3cret-token-for-tests"
@@ -368,5 +370,38 @@ def test_a_task_removed_from_the_repository_drops_its_series(tmp_path: Path) -> 
         service.once()
         tasks = {labels.get("task") for name, labels, _ in service.metrics.series() if "_task_" in name}
         assert tasks == {"ok"}
+    finally:
+        service.close()
+
+
+def test_yarn_addresses_and_log_server_default_from_the_clusters_yarn_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = org_repo(tmp_path, "alpha", {"ok": (QUICK, {})})
+    path = write_config(tmp_path, {"alpha": repo})
+    config = yaml.safe_load(path.read_text())
+    config["spark"] = {"master": "yarn", "deploy_mode": "cluster"}
+    path.write_text(yaml.safe_dump(config))
+    write_configuration(tmp_path / "cluster")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path / "cluster" / "conf"))
+    service = Service(load_config(path), environ={})
+    try:
+        assert service.yarn.resourcemanagers == ("http://127.0.0.1:8088",)
+        assert service.yarn.log_server == "http://127.0.0.1:8188/ws/v1/applicationhistory"
+        assert service.resourcemanager is not None
+        assert service.resourcemanager.addresses == ["http://127.0.0.1:8088"]
+        spark = service.runtime.executors["spark"]
+        assert spark.yarn_options.log_server == service.yarn.log_server  # type: ignore[attr-defined]
+        config["yarn"] = {
+            "resourcemanagers": ["http://rm.example:8088"],
+            "log_server": "http://jhs:19888/ws/v1/history",
+        }
+        path.write_text(yaml.safe_dump(config))
+        mine = Service(load_config(path), environ={})
+        assert (mine.yarn.resourcemanagers, mine.yarn.log_server) == (
+            ("http://rm.example:8088",),
+            "http://jhs:19888/ws/v1/history",
+        )
+        mine.close()
     finally:
         service.close()
