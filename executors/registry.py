@@ -29,6 +29,7 @@ class Services:
     runs_root: Path
     artifacts_root: Path | None = None
     resourcemanager: ResourceManager | None = None
+    log_server: str | None = None  # the operator's yarn.log_server, else the cluster's yarn-site.xml
 
 
 Factory = Callable[[Config, Services], Executor]
@@ -46,7 +47,7 @@ def spark_executor(config: Config, services: Services) -> Executor:
         config.spark,
         config.organisations,
         resourcemanager=services.resourcemanager,
-        log_server=yarn.log_server,
+        log_server=services.log_server,
         lifetime_grace=yarn.lifetime_grace,
         poll=yarn.poll,
         log_wait=yarn.log_wait,

@@ -307,12 +307,13 @@ class SparkExecutor(Executor):
         )
 
     def recover(self, running: Sequence[RunningRun]) -> Recovery:
-        """With a ResourceManager: live applications re-attached or killed (``executors.yarn.recovery``);
-        every run not re-attached is then closed as a local run (its spark-submit, if it survived, killed)."""
+        """With a ResourceManager: the runs' applications re-attached (in any state), forgotten ones closed
+        LOST, others' killed (``executors.yarn.recovery``); every run neither re-attached nor closed by
+        YARN's answer is then closed as a local run (its spark-submit, if it survived, killed)."""
         recovery = Recovery()
         if self.resourcemanager is not None:  # also when the master changed since: its apps still run
             recovery = recover_applications(
                 self.resourcemanager, running, self.launcher, self.yarn_options, self.runs.log_path
             )
-        rest = [run for run in running if run.run_id not in recovery.reattached]
+        rest = [r for r in running if r.run_id not in recovery.reattached and r.run_id not in recovery.closed]
         return recovery.merge(self.launcher.recover(rest))

@@ -2,9 +2,12 @@
 Capacity Scheduler properties.
 
 A profile needs, on YARN, one driver (the AM container in cluster mode) and ``executors`` executors, each
-container with Spark's default memory overhead (10 %, at least 384 MiB): that is what ``check`` compares
-with the queue's maximum effective capacity (``maxEffectiveCapacity`` in ``/ws/v1/cluster/scheduler``,
-Hadoop 3.1+).
+container with Spark's default memory overhead (10 %, at least 384 MiB), rounded up by the scheduler to a
+multiple of its minimum allocation (``yarn.scheduler.minimum-allocation-mb``, Hadoop's default 1024: a
+1408 MiB driver takes 2048). ``check`` compares that with the queue's maximum effective capacity
+(``maxEffectiveCapacity`` in ``/ws/v1/cluster/scheduler``, Hadoop 3.1+), and the driver with the queue's
+application-master limit (``AMResourceLimit``, from ``maximum-am-resource-percent``): an AM over it never
+starts, and the run waits in ACCEPTED until its timeout.
 """
 
 from collections.abc import Iterator
@@ -12,7 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
+from executors.yarn.client import ResourceManager
+from executors.yarn.site import ClusterSite
 from scheduler.config import Config, Resources
+from scheduler.errors import ResourceManagerError
 
 OVERHEAD_MIN_MB, OVERHEAD_FACTOR = 384, 0.10
 UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -26,16 +32,35 @@ def memory_mb(size: str) -> int:
     return int(size) // (1024 * 1024)
 
 
-def container_mb(size: str) -> int:
+DEFAULT_MINIMUM_MB = 1024  # yarn.scheduler.minimum-allocation-mb when the cluster does not say
+
+
+def container_mb(size: str, minimum_mb: int = 1) -> int:
+    """What one container of ``size`` (plus Spark's overhead) is allocated: a multiple of ``minimum_mb``."""
     mb = memory_mb(size)
-    return mb + max(OVERHEAD_MIN_MB, int(mb * OVERHEAD_FACTOR))
+    asked = mb + max(OVERHEAD_MIN_MB, int(mb * OVERHEAD_FACTOR))
+    return -(-asked // minimum_mb) * minimum_mb
 
 
-def needs(resources: Resources) -> tuple[int, int]:
-    """(MiB, vcores) one run of the profile takes on YARN."""
-    memory = container_mb(resources.driver_memory) + resources.executors * container_mb(
-        resources.executor_memory
-    )
+def minimum_allocation(rm: ResourceManager, site: ClusterSite) -> tuple[int, str]:
+    """The scheduler's minimum allocation and where it was read: the RM's own effective configuration,
+    else the cluster's yarn-site.xml, else Hadoop's default."""
+    key = "yarn.scheduler.minimum-allocation-mb"
+    try:
+        value = rm.configuration().get(key)
+    except ResourceManagerError:
+        value = None
+    if value and value.isdigit() and int(value) > 0:
+        return int(value), f"the ResourceManager's {key}"
+    if site.get(key):
+        return site.minimum_allocation_mb(), f"{key} in {site.path}"
+    return DEFAULT_MINIMUM_MB, "Hadoop's default minimum allocation"
+
+
+def needs(resources: Resources, minimum_mb: int = DEFAULT_MINIMUM_MB) -> tuple[int, int]:
+    """(MiB, vcores) one run of the profile is allocated on YARN."""
+    driver = container_mb(resources.driver_memory, minimum_mb)
+    memory = driver + resources.executors * container_mb(resources.executor_memory, minimum_mb)
     return memory, 1 + resources.executors * resources.executor_cores
 
 
@@ -58,14 +83,18 @@ class QueueCheck:
     message: str
 
 
-def check(config: Config, scheduler: dict[str, Any]) -> list[QueueCheck]:
-    """Each organisation's queue against the live scheduler: missing, stopped, or too small."""
+def check(
+    config: Config, scheduler: dict[str, Any], minimum_mb: int = DEFAULT_MINIMUM_MB
+) -> list[QueueCheck]:
+    """Each organisation's queue against the live scheduler: missing, stopped, too small for one run, or
+    with an application-master limit below the driver's container."""
     queues = dict(_walk(scheduler, "root"))
     results = []
     for codops, organisation in sorted(config.organisations.items()):
         path = queue_path(organisation.queue)
-        memory, vcores = needs(organisation.resources)
-        wanted = f"needs {memory} MiB and {vcores} vcores per run"
+        memory, vcores = needs(organisation.resources, minimum_mb)
+        driver = container_mb(organisation.resources.driver_memory, minimum_mb)
+        wanted = f"needs {memory} MiB and {vcores} vcores per run, containers rounded up to {minimum_mb} MiB"
         queue = queues.get(path)
         if queue is None:
             results.append(QueueCheck(codops, path, False, f"queue {path} does not exist ({wanted})"))
@@ -81,6 +110,15 @@ def check(config: Config, scheduler: dict[str, Any]) -> list[QueueCheck]:
         if have_mb is not None and have_cores is not None and (have_mb < memory or have_cores < vcores):
             message = (
                 f"queue {path} is too small: {wanted}, it holds at most {have_mb} MiB, {have_cores} vcores"
+            )
+            results.append(QueueCheck(codops, path, False, message))
+            continue
+        am_limit = (queue.get("AMResourceLimit") or {}).get("memory")
+        if am_limit is not None and am_limit < driver:
+            message = (
+                f"queue {path}'s application-master limit is {am_limit} MiB "
+                f"(maximum-am-resource-percent), below the driver's {driver} MiB container: "
+                "runs would wait in ACCEPTED"
             )
             results.append(QueueCheck(codops, path, False, message))
             continue

@@ -143,7 +143,11 @@ class YarnSettings(_Model):
     retries: int = Field(3, ge=1, le=20)  # passes over all ResourceManagers before a call fails
     poll: Seconds = 2.0  # how often a running application's state is asked
     lifetime_grace: Seconds = 600.0  # the application's YARN LIFETIME is the run's deadline plus this
-    log_server: StrictStr | None = None  # aggregated logs (a ``.../ws/v1/node``-style URL)
+    # the REST base serving aggregated container logs: the timeline/application-history server's
+    # ``http://host:8188/ws/v1/applicationhistory`` (Hadoop 3.1) or the JobHistory server's
+    # ``http://host:19888/ws/v1/history`` (3.3+); default: the cluster's yarn-site.xml
+    # (``yarn.log.server.web-service.url``)
+    log_server: StrictStr | None = None
     log_wait: Seconds = 30.0  # how long to wait for log aggregation after an application ends
 
     @field_validator("resourcemanagers")

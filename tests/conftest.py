@@ -10,6 +10,7 @@ import pytest
 
 from scheduler.store.database import default_url
 from tests.helpers.backends import create_database, drop_database, postgres_server
+from tests.helpers.hadoop import YarnCluster, hadoop_home, running_cluster
 
 pytest_plugins = ["tests.helpers.browser"]  # browser and page: real Chromium for the dashboard tests
 
@@ -19,6 +20,14 @@ def postgres_admin_url() -> Iterator[str]:
     """One real PostgreSQL server for the whole session (started on first use, always stopped)."""
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def yarn_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[YarnCluster]:
+    """A real single-node YARN for the session (``-m yarn``); skipped without PEACH_HADOOP_HOME."""
+    home = hadoop_home()
+    with running_cluster(home, tmp_path_factory.mktemp("yarn")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

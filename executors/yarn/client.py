@@ -15,6 +15,7 @@ The endpoints used (Hadoop "ResourceManager REST APIs"): ``/ws/v1/cluster/apps?a
 
 import logging
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ import requests
 from yarn_api_client import ResourceManager as RestClient  # type: ignore[import-untyped]
 from yarn_api_client.errors import APIError  # type: ignore[import-untyped]
 
+from executors.yarn.site import parse_properties
 from scheduler.errors import ResourceManagerError
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,20 @@ class ResourceManager:
             "schedulerInfo"
         ]
         return info
+
+    def configuration(self) -> dict[str, str]:
+        """The active ResourceManager's effective configuration (its ``/conf`` page, Hadoop's ConfServlet):
+        what it really runs with, e.g. ``yarn.scheduler.minimum-allocation-mb``."""
+        last: Exception | None = None
+        for step in range(len(self.addresses)):
+            address = self.addresses[(self._active + step) % len(self.addresses)]
+            try:
+                response = requests.get(f"{address}/conf", timeout=self.timeout)
+                response.raise_for_status()
+                return parse_properties(response.content)
+            except (requests.RequestException, ET.ParseError) as exc:
+                last = exc
+        raise ResourceManagerError(f"YARN: configuration: no ResourceManager answered ({last})")
 
     # -- logs -------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,10 @@ def yarn_progress(report: dict[str, Any], at: float) -> Progress | None:
 
     It is what the application master tells YARN. Spark's own always says 10 % while the driver runs,
     which says nothing about the task: that value is not taken as progress (the ETA then comes from the
-    task's history alone), nor is anything outside 0-100."""
+    task's history alone), nor is 0 (what the RM reports before the AM has said anything: observed on the
+    first poll after RUNNING), nor anything outside 0-100."""
     value = report.get("progress")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 100:
         return None
     if value == SPARK_AM_PROGRESS:
         return None
@@ -145,6 +147,8 @@ class YarnExecution(Execution):
         self._ending = threading.Lock()
         self._unanswered: float | None = None  # since when no ResourceManager answers for the state
         self._started_at: float | None = None
+        self._ended_at: float | None = None  # YARN's finishedTime of a re-attached run's application
+        self._reattached_at = launcher.wall()
 
     @classmethod
     def submitting(
@@ -318,10 +322,30 @@ class YarnExecution(Execution):
             self._note(f"the ResourceManager answers again after {self._clock() - self._unanswered:.1f} s")
             self._unanswered = None
         if report.get("state") in FINAL_STATES:
-            self._final = yarn_status(report)
+            self._final = self._truth(report)
             self._fetch_logs(report)
         elif report.get("state") == "RUNNING":
             self.progress = yarn_progress(report, self._wall()) or self.progress
+
+    def _truth(self, report: dict[str, Any]) -> tuple[RunStatus, str, str | None]:
+        """The run's status from its application's final report; KILLED at or past the run's deadline
+        (YARN's LIFETIME backstop, or a kill while the scheduler was down) is TIMED_OUT. A re-attached
+        run's end is YARN's ``finishedTime``, and its log says it ended while the scheduler was down."""
+        status, summary, error = yarn_status(report)
+        finished = report.get("finishedTime")
+        ended = float(finished) / 1000 if isinstance(finished, int | float) and finished > 0 else None
+        left = self.deadline.left()
+        deadline = None if left is None else self._wall() + left
+        if status is RunStatus.KILLED and ended is not None and deadline is not None and ended >= deadline:
+            status, summary = RunStatus.TIMED_OUT, f"{summary} (at or past the run's deadline)"
+        if self.submit is None and ended is not None:
+            self._ended_at = ended
+            if ended < self._reattached_at:
+                when = datetime.fromtimestamp(ended, UTC).isoformat(timespec="seconds")
+                self._note(
+                    f"YARN application {self.application_id} ended at {when}, while the scheduler was down"
+                )
+        return status, summary, error
 
     def _fetch_logs(self, report: dict[str, Any]) -> None:
         assert self.application_id is not None
@@ -350,8 +374,11 @@ class YarnExecution(Execution):
             if self.outcome is not None:
                 return self.outcome
             if status is not None and self.submitted and self._final is None:
+                self._follow()  # it may have ended by itself (while the scheduler was down, say)
+            if status is not None and self.submitted and self._final is None:
                 self._kill_application(why)  # spark-submit is gone: the application is what to stop
                 self._final = (status, f"{why}: {self._stopped}", None)
+                self._logs_after_kill()
             self._wake.set()
             if self.submit is None:
                 self.outcome = self._end_reattached()
@@ -384,7 +411,7 @@ class YarnExecution(Execution):
         assert self._final is not None  # a re-attached run ends when its application's state is final
         final, summary, error = self._final
         outcome = Outcome(final, self._summary_prefix + summary, error=error, handle=self.handle)
-        outcome = replace(outcome, finished_at=self._wall())
+        outcome = replace(outcome, finished_at=self._ended_at or self._wall())
         self._note(f"run ended: {outcome.status.value}: {outcome.summary}")
         if self._log is not None:
             self._log.close()
@@ -411,6 +438,17 @@ class YarnExecution(Execution):
         except ResourceManagerError as exc:
             self._stopped = f"YARN application {self.application_id} could not be killed: {exc}"
         self._note(f"{why}: {self._stopped}")
+
+    def _logs_after_kill(self) -> None:
+        """The driver logs of a killed application (timed out, killed): the runs whose logs matter most."""
+        if self.application_id is None:
+            return
+        try:
+            report = self.rm.app(self.application_id)
+        except ResourceManagerError as exc:
+            self._note(f"driver logs of {self.application_id} not fetched: {exc}")
+            return
+        self._fetch_logs(report)
 
     def _find_now(self) -> list[str]:
         try:

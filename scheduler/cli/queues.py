@@ -32,12 +32,16 @@ def register(commands: Commands) -> None:
 
 def _check(args: argparse.Namespace) -> Exit:
     from executors.yarn.client import ResourceManager
-    from queues.profiles import check
+    from executors.yarn.site import endpoints, read_site
+    from queues.profiles import check, minimum_allocation
 
     config = load(args)
     yarn = config.yarn
-    rm = ResourceManager(yarn.resourcemanagers, timeout=yarn.timeout, retries=yarn.retries)
-    results = check(config, rm.scheduler())
+    site = read_site()
+    addresses = endpoints(yarn, site).resourcemanagers  # the operator's, else the cluster's yarn-site.xml
+    rm = ResourceManager(addresses, timeout=yarn.timeout, retries=yarn.retries)
+    minimum, _ = minimum_allocation(rm, site)
+    results = check(config, rm.scheduler(), minimum)
     if args.json:
         print_json([vars(result) for result in results])
     else:

@@ -80,11 +80,21 @@ def _validate(args: argparse.Namespace) -> Exit:
 
 
 def _config_show(args: argparse.Namespace) -> Exit:
+    from executors.yarn.site import endpoints, read_site
+
     config = load(args)
+    found = endpoints(config.yarn, read_site())  # what the operator did not say, from yarn-site.xml
+    effective: dict[str, dict[str, object]] = {
+        "resourcemanagers": {"value": list(found.resourcemanagers), "from": found.resourcemanagers_from},
+        "log_server": {"value": found.log_server, "from": found.log_server_from},
+    }
     if args.json:
-        print_json(config.public())
+        print_json({**config.public(), "effective_yarn": effective})
     else:
         print(config.show(), end="")
+        print("# effective YARN endpoints (spark.master yarn):")
+        for key, item in effective.items():
+            print(f"#   yarn.{key}: {item['value']}  (from {item['from']})")
     return Exit.OK
 
 

@@ -142,6 +142,7 @@ def resume(runtime: Runtime, run: Run, execution: Execution) -> Run:
 def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str) -> Run:
     """The one finishing path of a run: its artifacts kept and log compressed, its record closed."""
     key = f"{run.codops}/{run.task}"
+    ended = datetime.fromtimestamp(outcome.finished_at, UTC) if outcome.finished_at is not None else None
     try:  # keep the run's artifacts, compress its log (again, once the database answers)
         keeping = partial(settle, runtime.store, run.id, runtime.artifacts)
         collected = _persist(keeping, f"run {run.id}: keeping its artifacts and log", runtime.metrics)
@@ -151,7 +152,12 @@ def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str) -> Run:
         log.exception("run %s of %s: keeping its artifacts and log failed", run.id, key)
     finished = _persist(
         lambda: runtime.store.finish_run(
-            run.id, RunStatus(outcome.status.value), summary, error=outcome.error, handle=outcome.handle
+            run.id,
+            RunStatus(outcome.status.value),
+            summary,
+            error=outcome.error,
+            handle=outcome.handle,
+            ended_at=ended,
         ),
         f"run {run.id}: recording its end",
         runtime.metrics,

@@ -116,6 +116,7 @@ class Loop(threading.Thread):
         self._last_start: dict[tuple[str, str], datetime] = {}
         self._loaded: set[str] = set()
         self.reruns: list[Trigger] = []  # rerun requests taken, run at the end of the pass
+        self._taken: dict[tuple[str, str], Trigger] = {}  # manual triggers of this pass not yet run
 
     def run(self) -> None:
         while not self.runtime.stopping.is_set():
@@ -132,9 +133,19 @@ class Loop(threading.Thread):
         except Exception:  # a bug of ours: log it, count the pass, and try again next pass
             log.exception("loop %s: pass failed", self.loop_name)
             runs = []
+        if self.runtime.stopping.is_set():  # what was asked for and not run waits for the next start
+            self._give_back([*self._taken.values(), *self.reruns])
+            self._taken, self.reruns = {}, []
         self.passes += 1
         self.runtime.metrics.loop_pass(self.loop_name, time.monotonic() - started)
         return runs
+
+    def _give_back(self, requests: list[Trigger]) -> None:
+        for request in requests:
+            try:
+                self.runtime.store.return_trigger(request.id)
+            except SQLAlchemyError as exc:
+                self.state_unavailable(f"request {request.id} for {request.codops}/{request.task} lost", exc)
 
     def pass_once(self) -> list[Run]:
         raise NotImplementedError
@@ -164,7 +175,8 @@ class Loop(threading.Thread):
         """The tasks manually triggered for this pass; rerun requests are queued for its end."""
         taken = self.runtime.store.take_triggers(self.loop_name)
         self.reruns.extend(t for t in taken if t.rerun_of is not None)
-        return {(t.codops, t.task) for t in taken if t.rerun_of is None}
+        self._taken = {(t.codops, t.task): t for t in taken if t.rerun_of is None}
+        return set(self._taken)
 
     def run_reruns(self, organisations: Mapping[str, OrganisationSource]) -> list[Run]:
         """The queued reruns, one at a time, like any run of this loop."""
@@ -218,6 +230,10 @@ class Loop(threading.Thread):
         started = self._last_start[(task.codops, task.name)] = datetime.now(UTC)
         trigger = RunTrigger.MANUAL if manual else RunTrigger.SCHEDULE
         run = execute(self.runtime, task, version, trigger, stale)
+        request = self._taken.pop((task.codops, task.name), None) if manual else None
+        if request is not None and run is None:  # refused: the task still has a running run
+            log.info("loop %s: the trigger of %s waits for its running run to end", self.loop_name, task.key)
+            self._give_back([request])
         if task.definition.every is not None:
             due = started + timedelta(seconds=task.definition.every)
             self.runtime.store.set_next_due(task.codops, task.name, due)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from executors import registry
 from executors.environments import EnvironmentStore
 from executors.yarn.client import ResourceManager
+from executors.yarn.site import ClusterSite, endpoints, read_site
 from scheduler.config import Config
 from scheduler.http import dashboard
 from scheduler.http.api import create_app
@@ -56,19 +57,32 @@ class Service:
             observe=self._environment_event,
         )
         yarn = config.yarn
+        # with spark on YARN, what the operator does not say comes from the cluster's yarn-site.xml
+        # (HADOOP_CONF_DIR / YARN_CONF_DIR, as spark-submit reads it)
+        site = read_site() if config.spark.master == "yarn" else ClusterSite()
+        self.yarn = endpoints(yarn, site)
+        for what, where in (
+            ("ResourceManagers", self.yarn.resourcemanagers_from),
+            ("log server", self.yarn.log_server_from),
+        ):
+            log.info("YARN %s from %s", what, where)
         self.resourcemanager = (
             ResourceManager(
-                yarn.resourcemanagers,
+                self.yarn.resourcemanagers,
                 timeout=yarn.timeout,
                 retries=yarn.retries,
                 observe=self.metrics.resourcemanager_event,
             )
-            if yarn.resourcemanagers
+            if self.yarn.resourcemanagers
             else None
         )
         self.resumed: list[threading.Thread] = []  # supervisors of the runs re-attached at restart
         services = registry.Services(
-            environments, config.workspace / "runs", config.artifacts.root, self.resourcemanager
+            environments,
+            config.workspace / "runs",
+            config.artifacts.root,
+            self.resourcemanager,
+            self.yarn.log_server,
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)

@@ -181,8 +181,12 @@ class Store:
         error: str | None = None,
         handle: str | None = None,
         next_due: datetime | None = None,
+        ended_at: datetime | None = None,
     ) -> Run:
-        """Close a RUNNING run with a final status and its outcome in words; updates its task."""
+        """Close a RUNNING run with a final status and its outcome in words; updates its task.
+
+        ``ended_at``: when the run really ended, if earlier than now (a YARN application that ended while
+        the scheduler was down: YARN's ``finishedTime``); never before the run's start."""
         status = RunStatus(status)
         if not status.final:
             raise ValueError(f"{status} is not a final status")
@@ -192,6 +196,8 @@ class Store:
             if row.status != RunStatus.RUNNING:
                 raise StateError(f"run {run_id} is already {row.status}")
             row.status = status.value
+            if ended_at is not None:
+                now = min(now, max(ended_at.astimezone(UTC), row.started_at))
             row.finished_at = now
             row.duration_seconds = round(max((now - row.started_at).total_seconds(), 0.0), 3)
             row.outcome = outcome
@@ -497,6 +503,14 @@ class Store:
             for row in rows:
                 row.taken_at = now
         return [Trigger.from_row(row) for row in rows]
+
+    def return_trigger(self, trigger_id: int) -> None:
+        """A taken request that was not run (its task still had a running run, or the service stopped)
+        waits again, with its place in the queue."""
+        with self._session(write=True) as session:
+            row = session.get(TriggerRow, trigger_id)
+            if row is not None:
+                row.taken_at = None
 
     # -- manifests and reruns -------------------------------------------------------------------------
 

@@ -384,3 +384,23 @@ def test_python_dash_m_scheduler_cli() -> None:
         check=False,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("usage: peach-scheduler")
+
+
+def test_config_show_says_where_the_yarn_endpoints_come_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import main
+    from tests.helpers.hadoop import write_configuration
+
+    write_configuration(tmp_path / "cluster")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path / "cluster" / "conf"))
+    path = tmp_path / "peach.yaml"
+    path.write_text(f"workspace: {tmp_path}\nyarn:\n  log_server: http://jhs:19888/ws/v1/history\n")
+    assert main(["config", "show", "--config", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["effective_yarn"]
+    site = f"yarn-site.xml ({tmp_path / 'cluster' / 'conf' / 'yarn-site.xml'})"
+    assert shown["resourcemanagers"] == {"value": ["http://127.0.0.1:8088"], "from": site}
+    assert shown["log_server"] == {
+        "value": "http://jhs:19888/ws/v1/history",
+        "from": "the operator configuration",
+    }

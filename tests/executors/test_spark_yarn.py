@@ -311,15 +311,17 @@ def test_recover_reattaches_live_runs_and_kills_the_rest(
     done = rm.submit("peach-chrts-old", "chrts", ["peach", "peach-run-r-old"])
     rm.set_state(done, "FINISHED", "SUCCEEDED")
     recovery = spark.recover([live, late, quiet])
-    assert sorted(rm.kill_requests) == sorted([apps["r-late"], apps["r-gone"]])
-    assert rm.apps[apps["r-late"]]["state"] == "KILLED"
+    assert rm.kill_requests == [apps["r-gone"]]  # the application of no running run
     assert rm.apps[apps["r-gone"]]["state"] == "KILLED"
-    assert list(recovery.reattached) == ["r-live"]
+    assert sorted(recovery.reattached) == ["r-late", "r-live"]
     gone = "the scheduler stopped while this run was going; its process was gone at restart"
     assert {run_id: (o.status, o.summary) for run_id, o in recovery.closed.items()} == {
-        "r-late": (RunStatus.LOST, gone),
         "r-quiet": (RunStatus.LOST, gone),
     }
+    timed_out = finish(recovery.reattached["r-late"])  # past its deadline: its supervisor times it out
+    assert timed_out.status is RunStatus.TIMED_OUT
+    assert rm.apps[apps["r-late"]]["state"] == "KILLED"
+    assert "driver logs of" in (tmp_path / "r-late.log").read_text()
     execution = recovery.reattached["r-live"]
     assert isinstance(execution, YarnExecution) and execution.started
     assert execution.handle == f"yarn:{apps['r-live']}"
@@ -338,7 +340,7 @@ def test_recover_reattaches_live_runs_and_kills_the_rest(
 
 
 def test_decisions_for_live_applications(tmp_path: Path) -> None:
-    now = 1_000_000.0
+    now = time.time()
     runs = {
         "r-live": running("r-live", tmp_path, now + 1),
         "r-endless": running("r-endless", tmp_path, None),
@@ -349,14 +351,57 @@ def test_decisions_for_live_applications(tmp_path: Path) -> None:
         for n, run_id in enumerate(["r-live", "r-endless", "r-late", "r-gone"])
     ]
     apps.append({"id": "application_1_0009", "applicationTags": "peach"})
-    decisions = decide(apps, runs, wall=lambda: now)
+    decisions = decide(apps, runs)
     assert [(d.run_id, d.action, d.why) for d in decisions] == [
-        ("r-live", "follow", "its run is still going"),
-        ("r-endless", "follow", "its run is still going"),
-        ("r-late", "kill", "its run is past its deadline"),
+        ("r-live", "follow", "its run is still RUNNING"),
+        ("r-endless", "follow", "its run is still RUNNING"),
+        ("r-late", "follow", "its run is still RUNNING"),  # its supervisor times it out
         ("r-gone", "kill", "its run is unknown or no longer running"),
         (None, "kill", "its run is unknown or no longer running"),
     ]
+
+
+def test_applications_that_ended_while_the_scheduler_was_down_keep_yarns_truth(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    spark = make_executor(store, tmp_path, rm)
+    now = time.time()
+    ended = {}
+    for run_id, state, final, diagnostics in [
+        ("r-ok", "FINISHED", "SUCCEEDED", ""),
+        ("r-bad", "FINISHED", "FAILED", "User application exited with status 1"),
+        (
+            "r-life",
+            "KILLED",
+            "KILLED",
+            "Application is killed by ResourceManager as Application is timed out",
+        ),
+    ]:
+        ended[run_id] = app_id = rm.submit("peach-chrts-x", "chrts", ["peach", f"peach-run-{run_id}"])
+        rm.set_state(app_id, state, final, diagnostics)
+        rm.apps[app_id]["finishedTime"] = int((now - 60) * 1000)  # a minute ago, while it was down
+    runs = [
+        RunningRun(
+            "r-ok", "chrts", "a", ExecutorKind.SPARK, f"yarn:{ended['r-ok']}", now + 600, tmp_path / "ok"
+        ),
+        running("r-bad", tmp_path, now + 600),  # no handle recorded: found by its tag
+        running("r-life", tmp_path, now - 120),  # killed past its deadline
+        RunningRun("r-forgot", "chrts", "a", ExecutorKind.SPARK, "yarn:application_1_9999", None, None),
+    ]
+    recovery = spark.recover(runs)
+    assert sorted(recovery.reattached) == ["r-bad", "r-life", "r-ok"]
+    assert recovery.closed["r-forgot"].status is RunStatus.LOST
+    assert "YARN no longer knows its application application_1_9999" in recovery.closed["r-forgot"].summary
+    outcomes = {run_id: finish(execution) for run_id, execution in recovery.reattached.items()}
+    assert {run_id: o.status for run_id, o in outcomes.items()} == {
+        "r-ok": RunStatus.SUCCEEDED,
+        "r-bad": RunStatus.FAILED,
+        "r-life": RunStatus.TIMED_OUT,
+    }
+    assert all(abs((o.finished_at or 0) - (now - 60)) < 1 for o in outcomes.values())  # YARN's finishedTime
+    assert rm.kill_requests == []  # nothing still going: nothing killed
+    text = (tmp_path / "ok").read_text()
+    assert "while the scheduler was down" in text and "driver logs of" in text
 
 
 def test_a_reattached_run_is_killed_at_its_deadline(

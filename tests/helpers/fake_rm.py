@@ -14,7 +14,11 @@ hadoop-yarn-site/NodeManagerRest.html, Hadoop 3.3):
   200 with the updated timeout.
 - ``GET /ws/v1/cluster/apps/{id}/appattempts``: ``{"appAttempts": {"appAttempt": [...]}}`` with
   ``containerId`` and ``nodeHttpAddress`` of the AM container.
-- ``GET /ws/v1/cluster/scheduler``: capacity scheduler ``schedulerInfo`` with its ``queues``.
+- ``GET /ws/v1/cluster/scheduler``: capacity scheduler ``schedulerInfo`` with its ``queues`` (a real leaf
+  queue also carries ``AMResourceLimit`` {memory, vCores}, as Hadoop 3.1.1's does: observed).
+- ``GET /conf``: the RM's effective configuration as Hadoop's ConfServlet serves it by default, XML
+  ``<configuration><property><name/><value/><final/><source/>`` (observed on 3.1.1; JSON only with an
+  ``Accept: application/json`` header).
 - A standby RM (HA) answers ``/cluster`` and the web services with a 307 redirect to the active RM when it
   knows it, else 503 "This is standby RM" (``RMWebAppFilter``).
 - NodeManager: ``GET /ws/v1/node/containers/{container}/logs/{file}``: the file as text/plain.
@@ -44,6 +48,7 @@ class FakeResourceManager:
         self.node_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (NodeManager)
         self.server_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (log server)
         self.queues: list[dict[str, Any]] = []
+        self.configuration = {"yarn.scheduler.minimum-allocation-mb": "1024"}  # Hadoop's default
         self.requests: list[tuple[str, str]] = []
         self.error: int | None = None  # a fault: answer every web service call with this HTTP status
         self.delay = 0.0  # a fault: answer this many seconds late (past the client's timeout: a timeout)
@@ -78,6 +83,7 @@ class FakeResourceManager:
                 "diagnostics": "",
                 "logAggregationStatus": "DISABLED",
                 "startedTime": int(time.time() * 1000),
+                "finishedTime": 0,  # Hadoop reports 0 until the application ends (observed on 3.1.1)
                 "_container": container,
                 "_killing": False,
             }
@@ -85,7 +91,10 @@ class FakeResourceManager:
 
     def set_state(self, app_id: str, state: str, final: str = "UNDEFINED", diagnostics: str = "") -> None:
         with self._lock:
-            self.apps[app_id].update(state=state, finalStatus=final, diagnostics=diagnostics)
+            app = self.apps[app_id]
+            app.update(state=state, finalStatus=final, diagnostics=diagnostics)
+            if state in ("FINISHED", "FAILED", "KILLED") and not app.get("finishedTime"):
+                app["finishedTime"] = int(time.time() * 1000)
 
     def set_progress(self, app_id: str, percent: float) -> None:
         """What the application master last reported to the RM (``progress``, 0-100)."""
@@ -161,6 +170,17 @@ class FakeResourceManager:
         segments = [s for s in path.split("/") if s]
         if path == "/cluster":
             return 200, "<html>ResourceManager</html>", "text/html"
+        if path == "/conf":
+            rows = "".join(
+                f"<property><name>{k}</name><value>{v}</value><final>false</final><source>yarn-site.xml</source>"
+                "</property>"
+                for k, v in self.configuration.items()
+            )
+            return (
+                200,
+                f'<?xml version="1.0" encoding="UTF-8"?><configuration>{rows}</configuration>',
+                "text/xml",
+            )
         if segments[:3] == ["ws", "v1", "cluster"]:
             rest = segments[3:]
             if rest == ["scheduler"]:
@@ -202,6 +222,7 @@ class FakeResourceManager:
         final = app["state"] in ("FINISHED", "FAILED", "KILLED")
         if app["_killing"] and not final:  # the kill takes effect between two requests
             app.update(state="KILLED", finalStatus="KILLED", diagnostics="Application killed by user.")
+            app["finishedTime"] = int(time.time() * 1000)
             final = True
         if rest == []:
             return 200, {"app": _public(app)}, json_type

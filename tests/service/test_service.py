@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy.exc import OperationalError
 
 from scheduler.config import load_config
@@ -22,6 +23,7 @@ from tests.helpers.backends import (
     prometheus_server,
     wait_for,
 )
+from tests.helpers.hadoop import write_configuration
 from tests.helpers.orgs import FAIL, QUICK, SLOW, SPEC_RUN_FIELDS, commit, org_repo, tasks_files, write_config
 
 TOKEN = "s3cret-token-for-tests"
@@ -133,6 +135,41 @@ def test_triggered_disabled_task_runs_once(tmp_path: Path) -> None:
         service.store.request_trigger("alpha", "off")
         assert [(r.task, r.trigger.value) for r in service.once()] == [("off", "manual")]
         assert service.once() == []
+    finally:
+        service.close()
+
+
+def test_a_trigger_refused_for_a_running_run_waits_until_it_can_run(tmp_path: Path) -> None:
+    repo = org_repo(tmp_path, "alpha", {"off": (QUICK, {"enabled": False})})
+    service = service_for(tmp_path, {"alpha": repo})
+    try:
+        service.recover()
+        loop = next(loop for loop in service.loops if loop.loop_name == "alpha")
+        assert loop.run_pass() == []
+        going = service.store.start_run(  # as a run re-attached at a restart would be
+            "alpha", "off", loop="alpha", executor="python", version=None
+        )
+        service.store.request_trigger("alpha", "off")
+        assert loop.run_pass() == []  # refused: the task already has a running run
+        assert loop.run_pass() == []
+        service.store.finish_run(going.id, RunStatus.SUCCEEDED, "exit code 0")
+        assert [(r.task, r.trigger.value) for r in loop.run_pass()] == [("off", "manual")]
+        assert loop.run_pass() == []  # taken once it ran
+    finally:
+        service.close()
+
+
+def test_a_stopping_service_gives_back_the_triggers_it_did_not_run(tmp_path: Path) -> None:
+    repo = org_repo(tmp_path, "alpha", {"off": (QUICK, {"enabled": False})})
+    service = service_for(tmp_path, {"alpha": repo})
+    try:
+        service.recover()
+        loop = next(loop for loop in service.loops if loop.loop_name == "alpha")
+        loop.run_pass()
+        service.store.request_trigger("alpha", "off")
+        service.request_stop()
+        assert loop.run_pass() == []
+        assert [(t.codops, t.task) for t in service.store.take_triggers("alpha")] == [("alpha", "off")]
     finally:
         service.close()
 
@@ -333,5 +370,38 @@ def test_a_task_removed_from_the_repository_drops_its_series(tmp_path: Path) -> 
         service.once()
         tasks = {labels.get("task") for name, labels, _ in service.metrics.series() if "_task_" in name}
         assert tasks == {"ok"}
+    finally:
+        service.close()
+
+
+def test_yarn_addresses_and_log_server_default_from_the_clusters_yarn_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = org_repo(tmp_path, "alpha", {"ok": (QUICK, {})})
+    path = write_config(tmp_path, {"alpha": repo})
+    config = yaml.safe_load(path.read_text())
+    config["spark"] = {"master": "yarn", "deploy_mode": "cluster"}
+    path.write_text(yaml.safe_dump(config))
+    write_configuration(tmp_path / "cluster")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path / "cluster" / "conf"))
+    service = Service(load_config(path), environ={})
+    try:
+        assert service.yarn.resourcemanagers == ("http://127.0.0.1:8088",)
+        assert service.yarn.log_server == "http://127.0.0.1:8188/ws/v1/applicationhistory"
+        assert service.resourcemanager is not None
+        assert service.resourcemanager.addresses == ["http://127.0.0.1:8088"]
+        spark = service.runtime.executors["spark"]
+        assert spark.yarn_options.log_server == service.yarn.log_server  # type: ignore[attr-defined]
+        config["yarn"] = {
+            "resourcemanagers": ["http://rm.example:8088"],
+            "log_server": "http://jhs:19888/ws/v1/history",
+        }
+        path.write_text(yaml.safe_dump(config))
+        mine = Service(load_config(path), environ={})
+        assert (mine.yarn.resourcemanagers, mine.yarn.log_server) == (
+            ("http://rm.example:8088",),
+            "http://jhs:19888/ws/v1/history",
+        )
+        mine.close()
     finally:
         service.close()

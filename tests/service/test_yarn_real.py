@@ -1,0 +1,278 @@
+"""Spark tasks on a real single-node Hadoop YARN (``-m yarn``; skipped unless PEACH_HADOOP_HOME is set).
+
+Everything is real: the ResourceManager, NodeManager and timeline server of tests/helpers/hadoop.py,
+``spark-submit`` of the scheduler's own pyspark in cluster mode, the environment archive shipped with
+``--archives``, the service (in this process, or as a child killed with SIGKILL and restarted). Each
+scenario prints what it saw (status, outcome, seconds) so the suite's output is its report.
+"""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from scheduler.config import load_config
+from scheduler.service.service import Service
+from scheduler.status import RunStatus
+from scheduler.store.records import Run
+from scheduler.store.store import Store
+from tests.conftest import start_service
+from tests.helpers.backends import wait_for
+from tests.helpers.hadoop import YarnCluster, peach_config, spark_repo
+from tests.helpers.orgs import log_text
+
+pytestmark = [pytest.mark.yarn, pytest.mark.timeout(600)]
+
+HELLO = (
+    "def main(spark):\n    print('hello from the driver', flush=True)\n    print(spark.range(10).count())\n"
+)
+FAIL = "def main(spark):\n    raise RuntimeError('boom on the cluster')\n"
+SLEEP = (
+    "import time\n\n"
+    "def main(spark, seconds=600):\n    print('sleeping', flush=True)\n    time.sleep(seconds)\n"
+)
+UDF = (
+    "def main(spark):\n"
+    "    import six\n"
+    "    rdd = spark.sparkContext.parallelize(range(4), 2)\n"
+    "    print('executors import', set(rdd.map(lambda _: __import__('six').__name__).collect()))\n"
+)
+
+
+@pytest.fixture
+def cluster_env(yarn_cluster: YarnCluster, monkeypatch: pytest.MonkeyPatch) -> YarnCluster:
+    """The client side of the cluster in this process's environment (spark-submit inherits it)."""
+    for key in ("HADOOP_CONF_DIR", "YARN_CONF_DIR", "JAVA_HOME"):
+        monkeypatch.setenv(key, yarn_cluster.env[key])
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    return yarn_cluster
+
+
+@pytest.fixture
+def no_leftover_apps(yarn_cluster: YarnCluster) -> Iterator[None]:
+    """Every application a test started is ended by the test's end (killed if needed, then failed)."""
+    yield
+    live = apps(yarn_cluster, "ACCEPTED,RUNNING")
+    for app in live:
+        requests.put(
+            f"{yarn_cluster.rm}/ws/v1/cluster/apps/{app['id']}/state", json={"state": "KILLED"}, timeout=10
+        )
+    assert live == [], "a scenario left YARN applications running"
+
+
+def apps(cluster: YarnCluster, states: str = "") -> list[dict[str, Any]]:
+    params = {"applicationTags": "peach", **({"states": states} if states else {})}
+    answer = requests.get(f"{cluster.rm}/ws/v1/cluster/apps", params=params, timeout=10).json()
+    return list((answer.get("apps") or {}).get("app") or [])
+
+
+def app(cluster: YarnCluster, app_id: str) -> dict[str, Any]:
+    report: dict[str, Any] = requests.get(f"{cluster.rm}/ws/v1/cluster/apps/{app_id}", timeout=10).json()[
+        "app"
+    ]
+    return report
+
+
+def finished(store: Store, run_id: str) -> Run | None:
+    run = store.get_run(run_id)
+    return run if run.status is not RunStatus.RUNNING else None
+
+
+def report(name: str, run: Run, started: float) -> None:
+    print(
+        f"\n[yarn] {name}: {run.status.value} in {time.monotonic() - started:.1f} s "
+        f"(app {run.application_id}): {run.outcome}"
+    )
+
+
+def once(tmp_path: Path, cluster: YarnCluster, tasks: dict[str, tuple[str, dict[str, object]]]) -> Service:
+    service = Service(load_config(peach_config(tmp_path, cluster, spark_repo(tmp_path, tasks))))
+    service.once()
+    return service
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_success_has_the_driver_output_in_its_log(tmp_path: Path, cluster_env: YarnCluster) -> None:
+    started = time.monotonic()
+    service = once(tmp_path, cluster_env, {"hello": (HELLO, {})})
+    try:
+        run = service.store.list_runs(codops="alpha", task="hello")[0]
+        report("success", run, started)
+        assert run.status is RunStatus.SUCCEEDED, log_text(run)
+        assert run.application_id and run.application_id.startswith("application_")
+        yarn = app(cluster_env, run.application_id)
+        assert (yarn["state"], yarn["finalStatus"], yarn["queue"]) == ("FINISHED", "SUCCEEDED", "alpha")
+        assert f"peach-run-{run.id}" in yarn["applicationTags"].split(",")
+        assert "hello from the driver" in log_text(run)
+    finally:
+        service.close()
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_a_pip_dependency_is_importable_in_a_udf(tmp_path: Path, cluster_env: YarnCluster) -> None:
+    started = time.monotonic()
+    service = once(tmp_path, cluster_env, {"udf": (UDF, {"dependencies": ["six==1.16.0"]})})
+    try:
+        run = service.store.list_runs(codops="alpha", task="udf")[0]
+        report("udf dependency", run, started)
+        assert run.status is RunStatus.SUCCEEDED, log_text(run)
+        assert "executors import {'six'}" in log_text(run)
+    finally:
+        service.close()
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_a_failure_keeps_its_traceback(tmp_path: Path, cluster_env: YarnCluster) -> None:
+    started = time.monotonic()
+    service = once(tmp_path, cluster_env, {"broken": (FAIL, {})})
+    try:
+        run = service.store.list_runs(codops="alpha", task="broken")[0]
+        report("failure", run, started)
+        assert run.status is RunStatus.FAILED
+        text = log_text(run)
+        assert "RuntimeError: boom on the cluster" in text, text
+        assert app(cluster_env, str(run.application_id))["finalStatus"] == "FAILED"
+    finally:
+        service.close()
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_a_timeout_kills_the_application_and_keeps_the_driver_log(
+    tmp_path: Path, cluster_env: YarnCluster
+) -> None:
+    started = time.monotonic()
+    service = once(tmp_path, cluster_env, {"slow": (SLEEP, {"timeout": "45s"})})
+    try:
+        run = service.store.list_runs(codops="alpha", task="slow")[0]
+        report("timeout", run, started)
+        assert run.status is RunStatus.TIMED_OUT
+        assert app(cluster_env, str(run.application_id))["state"] == "KILLED"
+        assert "sleeping" in log_text(run), log_text(run)
+    finally:
+        service.close()
+
+
+def start(
+    tmp_path: Path, config: Path, services: list["subprocess.Popen[bytes]"]
+) -> "subprocess.Popen[bytes]":
+    process = start_service(config, tmp_path / "service.log")
+    services.append(process)
+    return process
+
+
+def kill9(process: "subprocess.Popen[bytes]") -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def running_app(store: Store, task: str, cluster: YarnCluster, state: str = "RUNNING") -> Run:
+    def going() -> Run | None:
+        runs = store.list_runs(codops="alpha", task=task, limit=1)
+        if runs and runs[0].application_id and app(cluster, runs[0].application_id)["state"] == state:
+            return runs[0]
+        return None
+
+    run: Run = wait_for(going, 180, f"{task}'s application {state}", interval=0.5)
+    return run
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_killed_service_reattaches_and_records_the_success(
+    tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
+) -> None:
+    config = peach_config(
+        tmp_path,
+        cluster_env,
+        spark_repo(tmp_path, {"nap": (SLEEP, {"args": {"seconds": 25}, "every": "1h"})}),
+    )
+    store = Store.from_url(load_config(config).database_url)
+    try:
+        started = time.monotonic()
+        process = start(tmp_path, config, services)
+        run = running_app(store, "nap", cluster_env)
+        kill9(process)
+        start(tmp_path, config, services)
+        done: Run = wait_for(lambda: finished(store, run.id), 240, "the re-attached run's end", interval=0.5)
+        report("kill -9 while running, restart, re-attach", done, started)
+        assert (done.id, done.status) == (run.id, RunStatus.SUCCEEDED), log_text(done)
+        assert "sleeping" in log_text(done)
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_an_application_that_ends_while_the_service_is_down_keeps_its_status(
+    tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
+) -> None:
+    tasks = {"nap": (SLEEP, {"args": {"seconds": 5}, "every": "1h"})}
+    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks))
+    store = Store.from_url(load_config(config).database_url)
+    try:
+        started = time.monotonic()
+        process = start(tmp_path, config, services)
+        run = running_app(store, "nap", cluster_env)
+        kill9(process)
+        wait_for(
+            lambda: app(cluster_env, str(run.application_id))["state"] == "FINISHED", 180, "the app's end"
+        )
+        start(tmp_path, config, services)
+        done: Run = wait_for(lambda: finished(store, run.id), 120, "the run closed at restart", interval=0.5)
+        report("app ended while the service was down", done, started)
+        assert (done.id, done.status) == (run.id, RunStatus.SUCCEEDED), done.outcome
+        assert "sleeping" in log_text(done)
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_an_application_past_its_deadline_at_restart_is_killed_and_timed_out(
+    tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
+) -> None:
+    tasks = {"slow": (SLEEP, {"timeout": "40s", "every": "1h"})}
+    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks))
+    store = Store.from_url(load_config(config).database_url)
+    try:
+        started = time.monotonic()
+        process = start(tmp_path, config, services)
+        run = running_app(store, "slow", cluster_env)
+        kill9(process)
+        assert run.deadline is not None
+        wait_for(lambda: time.time() > run.deadline.timestamp(), 120, "the deadline to pass")  # type: ignore[union-attr]
+        start(tmp_path, config, services)
+        done: Run = wait_for(lambda: finished(store, run.id), 120, "the run closed at restart", interval=0.5)
+        report("past its deadline at restart", done, started)
+        assert (done.id, done.status) == (run.id, RunStatus.TIMED_OUT), done.outcome
+        assert app(cluster_env, str(run.application_id))["state"] == "KILLED"
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_a_lifetime_kill_while_the_service_is_down_is_a_timeout(
+    tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
+) -> None:
+    tasks = {"slow": (SLEEP, {"timeout": "20s", "every": "1h"})}
+    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks), lifetime_grace="5s")
+    store = Store.from_url(load_config(config).database_url)
+    try:
+        started = time.monotonic()
+        process = start(tmp_path, config, services)
+        run = running_app(store, "slow", cluster_env)
+        kill9(process)
+        wait_for(
+            lambda: app(cluster_env, str(run.application_id))["state"] == "KILLED",
+            180,
+            "YARN's LIFETIME kill",
+        )
+        start(tmp_path, config, services)
+        done: Run = wait_for(lambda: finished(store, run.id), 120, "the run closed at restart", interval=0.5)
+        report("LIFETIME kill while the service was down", done, started)
+        assert (done.id, done.status) == (run.id, RunStatus.TIMED_OUT), done.outcome
+    finally:
+        store.close()
