@@ -38,8 +38,10 @@ APP = "def main(spark):\n    print(spark.range(1000).count())\n"
 
 
 def running_at(cluster: YarnCluster, tag: str, began: float, done: threading.Event) -> list[float]:
-    """Poll the RM (every 50 ms) for the application tagged ``tag``; the seconds until it was RUNNING."""
+    """Poll the RM (every 50 ms) for the application tagged ``tag`` submitted from now on (an earlier
+    run's carries the same task tag); the seconds until it was RUNNING."""
     seen: list[float] = []
+    since_ms = time.time() * 1000 - 1000  # the RM's startedTime, with a second of clock slack
 
     def poll() -> None:
         while not done.is_set() and not seen:
@@ -48,7 +50,8 @@ def running_at(cluster: YarnCluster, tag: str, began: float, done: threading.Eve
                     f"{cluster.rm}/ws/v1/cluster/apps", params={"applicationTags": tag}, timeout=5
                 ).json()
                 apps = (answer.get("apps") or {}).get("app") or []
-                if any(app["state"] in ("RUNNING", "FINISHED") for app in apps):
+                fresh = [app for app in apps if app.get("startedTime", 0) >= since_ms]
+                if any(app["state"] in ("RUNNING", "FINISHED") for app in fresh):
                     seen.append(time.monotonic() - began)
             except requests.RequestException:
                 pass
@@ -93,7 +96,7 @@ def bare(cluster: YarnCluster, root: Path, number: int) -> tuple[float, float]:
 def scheduled(cluster: YarnCluster, service: Service) -> tuple[float, float]:
     done = threading.Event()
     began = time.monotonic()
-    seen = running_at(cluster, "peach-task-app", began, done)  # the newest one: earlier ones are FINISHED
+    seen = running_at(cluster, "peach-task-app", began, done)
     runs = service.once()
     wall = time.monotonic() - began
     done.set()

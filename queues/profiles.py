@@ -42,19 +42,16 @@ def container_mb(size: str, minimum_mb: int = 1) -> int:
     return -(-asked // minimum_mb) * minimum_mb
 
 
-def minimum_allocation(rm: ResourceManager, site: ClusterSite) -> tuple[int, str]:
-    """The scheduler's minimum allocation and where it was read: the RM's own effective configuration,
-    else the cluster's yarn-site.xml, else Hadoop's default."""
-    key = "yarn.scheduler.minimum-allocation-mb"
+def minimum_allocation(rm: ResourceManager, site: ClusterSite) -> int:
+    """The scheduler's minimum allocation: the RM's own effective configuration, else the cluster's
+    yarn-site.xml, else Hadoop's default (``ClusterSite.minimum_allocation_mb``)."""
     try:
-        value = rm.configuration().get(key)
+        value = rm.configuration().get("yarn.scheduler.minimum-allocation-mb")
     except ResourceManagerError:
         value = None
     if value and value.isdigit() and int(value) > 0:
-        return int(value), f"the ResourceManager's {key}"
-    if site.get(key):
-        return site.minimum_allocation_mb(), f"{key} in {site.path}"
-    return DEFAULT_MINIMUM_MB, "Hadoop's default minimum allocation"
+        return int(value)
+    return site.minimum_allocation_mb()
 
 
 def needs(resources: Resources, minimum_mb: int = DEFAULT_MINIMUM_MB) -> tuple[int, int]:

@@ -88,10 +88,6 @@ class ClusterSite:
         url = self.get("yarn.log.server.url")
         return url.rstrip("/") if url and "/ws/v1/" in url else None
 
-    def log_server_page(self) -> str | None:
-        """``yarn.log.server.url``: the log server's web page (for people, not fetched)."""
-        return self.get("yarn.log.server.url")
-
     def minimum_allocation_mb(self) -> int:
         value = self.get("yarn.scheduler.minimum-allocation-mb")
         try:

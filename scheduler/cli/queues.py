@@ -40,7 +40,7 @@ def _check(args: argparse.Namespace) -> Exit:
     site = read_site()
     addresses = endpoints(yarn, site).resourcemanagers  # the operator's, else the cluster's yarn-site.xml
     rm = ResourceManager(addresses, timeout=yarn.timeout, retries=yarn.retries)
-    minimum, _ = minimum_allocation(rm, site)
+    minimum = minimum_allocation(rm, site)
     results = check(config, rm.scheduler(), minimum)
     if args.json:
         print_json([vars(result) for result in results])
