@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +158,10 @@ def test_a_timeout_kills_the_application_and_keeps_the_driver_log(
         service.close()
 
 
-def start(
-    tmp_path: Path, config: Path, services: list["subprocess.Popen[bytes]"]
-) -> "subprocess.Popen[bytes]":
+Services = list["subprocess.Popen[bytes]"]
+
+
+def start(tmp_path: Path, config: Path, services: Services) -> "subprocess.Popen[bytes]":
     process = start_service(config, tmp_path / "service.log")
     services.append(process)
     return process
@@ -182,97 +183,83 @@ def running_app(store: Store, task: str, cluster: YarnCluster, state: str = "RUN
     return run
 
 
-@pytest.mark.usefixtures("no_leftover_apps")
-def test_killed_service_reattaches_and_records_the_success(
-    tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
-) -> None:
-    config = peach_config(
-        tmp_path,
-        cluster_env,
-        spark_repo(tmp_path, {"nap": (SLEEP, {"args": {"seconds": 25}, "every": "1h"})}),
-    )
+def across_a_restart(
+    root: Path,
+    cluster: YarnCluster,
+    services: Services,
+    scenario: str,
+    tasks: dict[str, tuple[str, dict[str, object]]],
+    while_down: Callable[[Run], bool] = lambda run: True,
+    **yarn: object,
+) -> tuple[Run, Run]:
+    """Start the service, wait for the (one) task's application to run, SIGKILL the service, wait until
+    ``while_down(run)`` holds, restart it: (the run as it was, the run as the restarted service closed it)."""
+    task = next(iter(tasks))
+    config = peach_config(root, cluster, spark_repo(root, tasks), **yarn)
     store = Store.from_url(load_config(config).database_url)
     try:
         started = time.monotonic()
-        process = start(tmp_path, config, services)
-        run = running_app(store, "nap", cluster_env)
+        process = start(root, config, services)
+        run = running_app(store, task, cluster)
         kill9(process)
-        start(tmp_path, config, services)
-        done: Run = wait_for(lambda: finished(store, run.id), 240, "the re-attached run's end", interval=0.5)
-        report("kill -9 while running, restart, re-attach", done, started)
-        assert (done.id, done.status) == (run.id, RunStatus.SUCCEEDED), log_text(done)
-        assert "sleeping" in log_text(done)
+        wait_for(lambda: while_down(run), 180, f"{scenario}: while the service is down", interval=0.5)
+        start(root, config, services)
+        done: Run = wait_for(
+            lambda: finished(store, run.id), 240, f"{scenario}: the run closed", interval=0.5
+        )
+        report(scenario, done, started)
+        return run, done
     finally:
         store.close()
+
+
+def state(cluster: YarnCluster, run: Run) -> str:
+    return str(app(cluster, str(run.application_id))["state"])
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_killed_service_reattaches_and_records_the_success(
+    tmp_path: Path, cluster_env: YarnCluster, services: Services
+) -> None:
+    tasks = {"nap": (SLEEP, {"args": {"seconds": 25}, "every": "1h"})}
+    scenario = "kill -9 while running, restart, re-attach"
+    run, done = across_a_restart(tmp_path, cluster_env, services, scenario, tasks)
+    assert (done.id, done.status) == (run.id, RunStatus.SUCCEEDED), log_text(done)
+    assert "sleeping" in log_text(done)
 
 
 @pytest.mark.usefixtures("no_leftover_apps")
 def test_an_application_that_ends_while_the_service_is_down_keeps_its_status(
-    tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
+    tmp_path: Path, cluster_env: YarnCluster, services: Services
 ) -> None:
     tasks = {"nap": (SLEEP, {"args": {"seconds": 5}, "every": "1h"})}
-    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks))
-    store = Store.from_url(load_config(config).database_url)
-    try:
-        started = time.monotonic()
-        process = start(tmp_path, config, services)
-        run = running_app(store, "nap", cluster_env)
-        kill9(process)
-        wait_for(
-            lambda: app(cluster_env, str(run.application_id))["state"] == "FINISHED", 180, "the app's end"
-        )
-        start(tmp_path, config, services)
-        done: Run = wait_for(lambda: finished(store, run.id), 120, "the run closed at restart", interval=0.5)
-        report("app ended while the service was down", done, started)
-        assert (done.id, done.status) == (run.id, RunStatus.SUCCEEDED), done.outcome
-        assert "sleeping" in log_text(done)
-    finally:
-        store.close()
+    scenario = "app ended while the service was down"
+    ended = lambda run: state(cluster_env, run) == "FINISHED"  # noqa: E731
+    run, done = across_a_restart(tmp_path, cluster_env, services, scenario, tasks, ended)
+    assert (done.id, done.status) == (run.id, RunStatus.SUCCEEDED), done.outcome
+    assert "sleeping" in log_text(done)
 
 
 @pytest.mark.usefixtures("no_leftover_apps")
 def test_an_application_past_its_deadline_at_restart_is_killed_and_timed_out(
-    tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
+    tmp_path: Path, cluster_env: YarnCluster, services: Services
 ) -> None:
     tasks = {"slow": (SLEEP, {"timeout": "40s", "every": "1h"})}
-    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks))
-    store = Store.from_url(load_config(config).database_url)
-    try:
-        started = time.monotonic()
-        process = start(tmp_path, config, services)
-        run = running_app(store, "slow", cluster_env)
-        kill9(process)
-        assert run.deadline is not None
-        wait_for(lambda: time.time() > run.deadline.timestamp(), 120, "the deadline to pass")  # type: ignore[union-attr]
-        start(tmp_path, config, services)
-        done: Run = wait_for(lambda: finished(store, run.id), 120, "the run closed at restart", interval=0.5)
-        report("past its deadline at restart", done, started)
-        assert (done.id, done.status) == (run.id, RunStatus.TIMED_OUT), done.outcome
-        assert app(cluster_env, str(run.application_id))["state"] == "KILLED"
-    finally:
-        store.close()
+    late = lambda run: run.deadline is not None and time.time() > run.deadline.timestamp()  # noqa: E731
+    scenario = "past its deadline at restart"
+    run, done = across_a_restart(tmp_path, cluster_env, services, scenario, tasks, late)
+    assert (done.id, done.status) == (run.id, RunStatus.TIMED_OUT), done.outcome
+    assert state(cluster_env, run) == "KILLED"
 
 
 @pytest.mark.usefixtures("no_leftover_apps")
 def test_a_lifetime_kill_while_the_service_is_down_is_a_timeout(
-    tmp_path: Path, cluster_env: YarnCluster, services: list["subprocess.Popen[bytes]"]
+    tmp_path: Path, cluster_env: YarnCluster, services: Services
 ) -> None:
     tasks = {"slow": (SLEEP, {"timeout": "20s", "every": "1h"})}
-    config = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, tasks), lifetime_grace="5s")
-    store = Store.from_url(load_config(config).database_url)
-    try:
-        started = time.monotonic()
-        process = start(tmp_path, config, services)
-        run = running_app(store, "slow", cluster_env)
-        kill9(process)
-        wait_for(
-            lambda: app(cluster_env, str(run.application_id))["state"] == "KILLED",
-            180,
-            "YARN's LIFETIME kill",
-        )
-        start(tmp_path, config, services)
-        done: Run = wait_for(lambda: finished(store, run.id), 120, "the run closed at restart", interval=0.5)
-        report("LIFETIME kill while the service was down", done, started)
-        assert (done.id, done.status) == (run.id, RunStatus.TIMED_OUT), done.outcome
-    finally:
-        store.close()
+    killed = lambda run: state(cluster_env, run) == "KILLED"  # noqa: E731
+    scenario = "LIFETIME kill while the service was down"
+    run, done = across_a_restart(
+        tmp_path, cluster_env, services, scenario, tasks, killed, lifetime_grace="5s"
+    )
+    assert (done.id, done.status) == (run.id, RunStatus.TIMED_OUT), done.outcome
