@@ -49,23 +49,23 @@ def register(commands: Commands) -> None:
 def _run(args: argparse.Namespace, config: "Config | None" = None) -> Exit:
     """The service until SIGTERM (drained) or a second SIGTERM (runs killed)."""
     from scheduler.service.logconfig import configure_logging
-    from scheduler.service.service import Service, install_signal_handlers
+    from scheduler.service.service import Service, StopSignals
 
     config = config or load(args)
     configure_logging()
     if args.port is not None:
         config = config.model_copy(update={"http": config.http.model_copy(update={"port": args.port})})
     service = Service(config)
-    install_signal_handlers(service)
+    signals = StopSignals()
     service.start()
     base = f"http://{config.http.host}:{service.port}"
     print(
         f"peach-scheduler is running: dashboard {base}/  API {base}/api/v1/  metrics {base}/metrics",
         flush=True,
     )
-    while not service.runtime.stopping.wait(0.5):
-        pass
-    service.wait_stopped(config.loops.drain)
+    signals.wait()
+    service.request_stop()
+    service.wait_stopped(config.loops.drain, signals)
     service.close()
     return Exit.OK
 

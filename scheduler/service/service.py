@@ -10,8 +10,10 @@ others: drained and killed the same way.
 Executors come from ``executors.registry`` (one per kind), built with the services they share.
 """
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -169,16 +171,21 @@ class Service:
         self.runtime.stopping.set()
         self.runtime.killing.set()
 
-    def wait_stopped(self, drain: float) -> None:
-        """After ``request_stop``: wait up to ``drain`` seconds for the loops, then kill what still runs."""
+    def wait_stopped(self, drain: float, signals: "StopSignals | None" = None) -> None:
+        """After ``request_stop``: wait up to ``drain`` seconds for the loops, or until one more of
+        ``signals`` arrives, then kill what still runs."""
         deadline = time.monotonic() + drain
         supervisors: list[threading.Thread] = [*self.loops, *self.resumed]
-        for thread in supervisors:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        while (alive := [t for t in supervisors if t.is_alive()]) and time.monotonic() < deadline:
+            pause = max(0.0, min(0.2, deadline - time.monotonic()))
+            if signals is None:
+                alive[0].join(pause)
+            elif signals.wait(pause):
+                break  # a second signal: kill now
         if any(thread.is_alive() for thread in supervisors):
             self.request_force_stop()
-            for thread in supervisors:
-                thread.join()
+        for thread in supervisors:
+            thread.join()
 
     def close(self) -> None:
         self.housekeeping.stop()
@@ -232,14 +239,24 @@ class Service:
             return []
 
 
-def install_signal_handlers(service: Service) -> None:
-    """First SIGTERM/SIGINT: drain. Second: kill the running runs (rq's request_stop / force_stop)."""
+class StopSignals:
+    """SIGTERM and SIGINT, received through a pipe. The handler only writes a byte: it interrupts the main
+    thread anywhere, so taking a lock there (``Event.set``, logging) can deadlock on a lock the main
+    thread holds. The main thread reads the signals with ``wait`` and acts on them itself."""
 
-    def handle(signum: int, _frame: object) -> None:
-        if service.runtime.stopping.is_set():
-            service.request_force_stop()
-        else:
-            service.request_stop()
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    def _handle(self, _signum: int, _frame: object) -> None:
+        with contextlib.suppress(BlockingIOError):  # a pipe full of unread signals: one more adds nothing
+            os.write(self._write, b"!")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True when a signal arrived within ``timeout`` seconds (None: wait for one)."""
+        ready, _, _ = select.select([self._read], [], [], timeout)
+        if ready:
+            os.read(self._read, 1)
+        return bool(ready)

@@ -1,6 +1,8 @@
 """The service in this process: real git repositories, real child processes, real SQLite/PostgreSQL."""
 
 import json
+import os
+import signal
 import subprocess
 import urllib.error
 import urllib.request
@@ -14,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from scheduler.config import load_config
 from scheduler.runs import runlogs
-from scheduler.service.service import Service
+from scheduler.service.service import Service, StopSignals
 from scheduler.status import RunStatus
 from tests.helpers.backends import (
     create_database,
@@ -405,3 +407,17 @@ def test_yarn_addresses_and_log_server_default_from_the_clusters_yarn_site(
         mine.close()
     finally:
         service.close()
+
+
+def test_stop_signals_are_read_from_a_pipe_not_acted_on_in_the_handler() -> None:
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        signals = StopSignals()
+        assert not signals.wait(0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert signals.wait(5) and signals.wait(5)  # one each, in order, none lost
+        assert not signals.wait(0)
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
