@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from executors.progress import Progress
+from scheduler.capacity import Demand
 from scheduler.errors import ExecutionError
 from scheduler.spec.definitions import Task
 from scheduler.spec.taskspec import ExecutorKind
@@ -58,6 +59,7 @@ class RunRequest:
     timeout: float | None = None
     version: str = ""
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    memory_mib: int | None = None  # the cap of a local run's memory (a cgroup, where the host allows it)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Outcome:
     finished_at: float | None = None
     log_bytes: int = 0
     log_dropped: int = 0
+    peak_memory_bytes: int | None = None  # the most memory the run's local processes held (cgroup)
 
     @property
     def duration(self) -> float | None:
@@ -160,6 +163,9 @@ class Execution(ABC):
         self.artifacts_dir: Path | None = None
         self.artifacts_note: str | None = None
         self.started = False
+        # the run's spark-submit has exited while the run goes on elsewhere (on YARN): its submission
+        # slot is given back then; a local run's submission lasts as long as the run
+        self.submitted = False
         self._manifest = manifest or ExecutionManifest()
 
     def manifest(self) -> ExecutionManifest:
@@ -270,6 +276,10 @@ class Executor(ABC):
     @property
     def name(self) -> str:
         return self.kind.value
+
+    def demand(self, task: Task) -> Demand:
+        """What a run of ``task`` holds on the scheduler host while it goes (``scheduler.capacity``)."""
+        return Demand(local=True)
 
     @abstractmethod
     def prepare(self, request: RunRequest) -> Execution:

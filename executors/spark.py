@@ -45,8 +45,10 @@ from executors.rundir import DEFAULT_PASS_ENV, LocalRuns, Prepared
 from executors.yarn.client import ResourceManager
 from executors.yarn.execution import MAX_TAG_LENGTH, YarnExecution, YarnOptions, run_tag
 from executors.yarn.recovery import recover_applications
+from scheduler.capacity import Demand
 from scheduler.config import OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError
+from scheduler.spec.definitions import Task
 from scheduler.spec.taskspec import ExecutorKind
 
 log = logging.getLogger(__name__)
@@ -249,6 +251,12 @@ class SparkExecutor(Executor):
     def organisation(self, codops: str) -> OrganisationSettings:
         """The codops' profile; one not in the configuration gets the defaults and its own queue."""
         return self.organisations.get(codops) or OrganisationSettings(queue=codops)
+
+    def demand(self, task: Task) -> Demand:
+        """A spark-submit process; a local slot too unless the driver runs on the cluster (YARN cluster
+        mode: spark-submit exits once YARN accepted the application)."""
+        cluster = self.yarn and self.settings.deploy_mode == "cluster"
+        return Demand(local=not cluster, submission=True)
 
     def prepare(self, request: RunRequest) -> Execution:
         if self.yarn and self.resourcemanager is None:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
@@ -31,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from scheduler.capacity import Limits, memory_mib
 from scheduler.durations import Seconds, format_duration
 from scheduler.errors import ConfigError
 from scheduler.limits import LoopLimits
@@ -159,6 +161,32 @@ class YarnSettings(_Model):
         return tuple(url.rstrip("/") for url in value)
 
 
+def _mib(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | int):
+        raise ValueError(f"{value!r} is not a memory size like 512m or 4g")
+    return memory_mib(value)
+
+
+MiB = Annotated[int | None, BeforeValidator(_mib)]  # a size (``64g``, ``512m``) or a number of MiB
+
+
+class CapacitySettings(_Model):
+    """The shared host's slots (``scheduler.capacity``): a run waits for its slot before it starts."""
+
+    local_runs: Count | None = None  # local processes at once (python tasks, local drivers); None: cores
+    submissions: Count = 4  # spark-submit processes at once
+    memory: MiB = None  # MiB promised to local runs in all (``64g``); None: not counted
+    run_memory: MiB = None  # a local run's memory when its task declares none (also its cgroup cap)
+    metadata_local_runs: int = Field(1, ge=0, le=64)  # local slots reserved for the metadata loop
+
+    @property
+    def limits(self) -> Limits:
+        local = self.local_runs if self.local_runs is not None else os.cpu_count() or 1
+        return Limits(local, self.submissions, self.memory, self.metadata_local_runs)
+
+
 class GitSettings(_Model):
     timeout: Seconds = 120.0  # every git operation is killed after this long
 
@@ -273,7 +301,7 @@ class Config(_Model):
     yarn: YarnSettings = YarnSettings()
     git: GitSettings = GitSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
-
+    capacity: CapacitySettings = CapacitySettings()
     environments: EnvironmentSettings = EnvironmentSettings()
     organisations: dict[Codops, OrganisationSettings] = {}
 

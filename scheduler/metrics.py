@@ -55,6 +55,7 @@ class Run(Protocol):
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 RUN_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600)
+WAIT_BUCKETS = (0.1, 1, 5, 15, 30, 60, 300, 900, 1800, 3600)
 PASS_DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
@@ -113,6 +114,46 @@ class _Live(Collector):
                 "peach_loop_lag_seconds",
                 "Seconds since the loop last completed a pass (grows when a pass is slow or stuck).",
                 labels=["loop"],
+            ),
+        ]
+
+
+Snapshot = Callable[[], dict[str, tuple[int | None, int, int]]]
+
+
+class _Capacity(Collector):
+    """The host's capacity slots (``scheduler.capacity``) at scrape time: slots, in use, waiting."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        slots, in_use, waiting = families
+        for kind, (limit, used, queued) in sorted((self.snapshot() if self.snapshot else {}).items()):
+            if limit is not None:
+                slots.add_metric([kind], limit)
+            in_use.add_metric([kind], used)
+            waiting.add_metric([kind], queued)
+        return families
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "peach_capacity_slots",
+                "Capacity of the scheduler host by kind (local runs, metadata_local reserved, submissions, "
+                "memory_mib promised to local runs).",
+                labels=["kind"],
+            ),
+            GaugeMetricFamily(
+                "peach_capacity_in_use", "Capacity held by running runs, by kind.", labels=["kind"]
+            ),
+            GaugeMetricFamily(
+                "peach_capacity_waiting", "Runs waiting for capacity of this kind.", labels=["kind"]
             ),
         ]
 
@@ -230,8 +271,23 @@ class Metrics:
             "Times the YARN client moved to another ResourceManager (HA failover).",
             registry=r,
         )
+        self.capacity_wait = Histogram(
+            "peach_capacity_wait_seconds",
+            "Time a run waited for its capacity slot before it started.",
+            ["codops"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "peach_config_reloads",
+            "Configuration reloads, by result (applied, unchanged, invalid).",
+            ["result"],
+            registry=r,
+        )
         self._live = _Live(clock)
         r.register(self._live)
+        self._capacity = _Capacity()
+        r.register(self._capacity)
 
     # -- what the loops call --------------------------------------------------------------------------
 
@@ -300,6 +356,18 @@ class Metrics:
     def resourcemanager_event(self, event: str) -> None:
         """The YARN client's ``error`` (no ResourceManager answered) or ``failover``."""
         (self.rm_failovers if event == "failover" else self.rm_errors).inc()
+
+    def watch_capacity(self, snapshot: Snapshot) -> None:
+        """Where the capacity gauges are read at scrape time (``Capacity.snapshot``)."""
+        self._capacity.snapshot = snapshot
+
+    def capacity_waited(self, codops: str, seconds: float) -> None:
+        """A run of ``codops`` was granted its slot after ``seconds``."""
+        self.capacity_wait.labels(label(codops)).observe(seconds)
+
+    def config_reload(self, result: str) -> None:
+        """A configuration reload ended: ``applied``, ``unchanged`` or ``invalid``."""
+        self.config_reloads.labels(label(result)).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).

@@ -25,6 +25,7 @@ LAYERS = {
         "scheduler.yamlfile",
         "scheduler.config",
         "scheduler.metrics",
+        "scheduler.capacity",
     ),
     "spec": ("scheduler.spec",),
     "executors": ("executors",),

@@ -48,6 +48,7 @@ TASK_COLUMNS = [
     "last_status",
     "last_started_at",
     "last_duration_seconds",
+    "reason",
 ]
 FOLLOW_POLL = 0.5  # seconds between two reads of a running run's log (another process appends to it)
 

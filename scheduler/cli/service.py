@@ -47,17 +47,23 @@ def register(commands: Commands) -> None:
 
 
 def _run(args: argparse.Namespace, config: "Config | None" = None) -> Exit:
-    """The service until SIGTERM (drained) or a second SIGTERM (runs killed)."""
+    """The service until SIGTERM (drained) or a second SIGTERM (runs killed); SIGHUP, or the file
+    changing on disk, reloads the configuration."""
+    from scheduler.config import CONFIG_ENV
     from scheduler.service.logconfig import configure_logging
+    from scheduler.service.reload import Triggers
     from scheduler.service.service import Service, StopSignals
 
     config = config or load(args)
     configure_logging()
     if args.port is not None:
         config = config.model_copy(update={"http": config.http.model_copy(update={"port": args.port})})
-    service = Service(config)
+    path = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    service = Service(config, config_path=path)
     signals = StopSignals()
+    triggers = Triggers(path)
     service.start()
+    service.watch_config(triggers)
     base = f"http://{config.http.host}:{service.port}"
     print(
         f"peach-scheduler is running: dashboard {base}/  API {base}/api/v1/  metrics {base}/metrics",

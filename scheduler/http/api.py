@@ -21,7 +21,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from scheduler.errors import PeachError
-from scheduler.http import actions, files, health, reads
+from scheduler.http import actions, admin, files, health, reads
 from scheduler.http.context import API, Context, answers
 from scheduler.metrics import Metrics
 from scheduler.runs.supervise import KillRequests
@@ -43,9 +43,13 @@ def create_app(
     repositories: Mapping[str, str] | None = None,
     yarn_ui: str | None = None,
     checkouts: Callable[[str], Sequence[Path]] | None = None,
+    reload: Callable[[], Mapping[str, Any]] | None = None,
+    last_reload: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> FastAPI:
     """``checkouts(codops)``: the organisation's repository checkouts, where a rerun's commit is looked
-    for before the request is accepted (None: not checked here, only when the loop takes it)."""
+    for before the request is accepted (None: not checked here, only when the loop takes it).
+    ``reload()`` re-reads the operator configuration and answers what it did; ``last_reload()`` that
+    answer for the latest reload (None: none yet)."""
     app = FastAPI(
         title="peach-scheduler",
         version="1",
@@ -64,11 +68,14 @@ def create_app(
         repositories=repositories or {},
         yarn_ui=yarn_ui,
         checkouts=checkouts,
+        reload=reload,
+        last_reload=last_reload,
     )
     app.add_exception_handler(PeachError, peach_error)
     for unavailable in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(unavailable, database_down)
-    for router in (health.router, files.pages, reads.router, files.router, actions.router):
+    routers = (health.router, files.pages, reads.router, files.router, actions.router, admin.router)
+    for router in routers:
         app.include_router(router)
     describe_token(app, token_env)
     return app

@@ -34,6 +34,8 @@ class Context:
     repositories: Mapping[str, str]
     yarn_ui: str | None
     checkouts: Callable[[str], Sequence[Path]] | None
+    reload: Callable[[], Mapping[str, Any]] | None = None
+    last_reload: Callable[[], Mapping[str, Any] | None] | None = None
 
 
 async def context(request: Request) -> Context:

@@ -11,13 +11,18 @@ watching and the same finishing path (artifacts and log settled, record closed, 
 
 The run's time limit is chosen here once (``Runtime.timeout_for``, from ``LoopLimits.for_run``): the
 store's deadline and the executor's ``RunRequest.timeout`` are both that number.
+
+Before its record, a run waits for its capacity slot (``scheduler.capacity``; ``Runtime.capacity``), its
+task shown ``PENDING`` with the reason meanwhile. The wait is not counted against its timeout (the
+deadline is set once the slot is granted) and is recorded on the run (``waited_seconds``).
 """
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -26,9 +31,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from executors.base import Execution, Executor, Outcome, RunRequest
 from executors.progress import Progress
+from scheduler.capacity import Capacity, CapacityError, Demand, Grant
 from scheduler.errors import AlreadyRunning, EnvironmentBuildError, PeachError
 from scheduler.limits import LoopLimits
 from scheduler.metrics import Metrics
+from scheduler.names import METADATA_LOOP
 from scheduler.runs import manifests
 from scheduler.runs.artifacts import ArtifactPolicy, settle
 from scheduler.spec.definitions import Task
@@ -79,10 +86,19 @@ class Runtime:
     artifacts: ArtifactPolicy = field(default_factory=ArtifactPolicy)
     poll: float = 0.5  # how often a supervisor looks at kill requests while its run goes on
     progress_interval: float = 1.0  # at most one progress write per run in this many seconds
+    capacity: Capacity | None = None  # the host's slots; None: runs never wait
+    run_memory_mib: int | None = None  # a local run's memory when its task declares none
 
     def timeout_for(self, task: Task) -> float:
         """The run's effective limit in seconds: the one place a run's time limit is chosen."""
         return self.limits.for_run(task.loop, task.definition.timeout)
+
+    def demand(self, task: Task) -> Demand:
+        """What a run of ``task`` holds on this host: its executor's shape, with its memory if local."""
+        executor = self.executors.get(task.executor)
+        demand = executor.demand(task) if executor is not None else Demand()
+        memory = task.definition.resources.memory_mib or self.run_memory_mib
+        return replace(demand, memory_mib=memory or 0) if demand.local else demand
 
 
 def execute(
@@ -93,12 +109,74 @@ def execute(
     stale: str | None = None,
     *,
     rerun_of: str | None = None,
+    due: datetime | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Run | None:
-    """Run ``task`` once and return its closed record; None when the task already has a running run.
+    """Run ``task`` once and return its closed record; None when the task already has a running run, or
+    when the service stops (or ``cancelled()`` turns true) while the run waits for its slot.
 
     ``stale`` says why ``version`` is not the branch head (the repository's sync failed): the run's
-    outcome says so too (SPEC §4.1).
+    outcome says so too (SPEC §4.1). ``due``: when the run became due, its place in the capacity queue.
     """
+    demand = runtime.demand(task)
+    grant: Grant | None = None
+    refused: CapacityError | None = None
+    if runtime.capacity is not None and demand:
+        try:
+            grant = _wait_for_slot(runtime, task, demand, due, cancelled)
+        except CapacityError as exc:
+            refused = exc
+        if grant is None and refused is None:
+            return None
+    try:
+        return _run(runtime, task, version, trigger, stale, rerun_of, grant, refused)
+    finally:
+        if grant is not None:
+            grant.release()
+
+
+def _wait_for_slot(
+    runtime: Runtime, task: Task, demand: Demand, due: datetime | None, cancelled: Callable[[], bool] | None
+) -> Grant | None:
+    """The run's capacity grant, its task PENDING with the reason while it waits; None if cancelled."""
+    assert runtime.capacity is not None
+    waited = False
+
+    def waiting(reason: str) -> None:
+        nonlocal waited
+        waited = True
+        log.info("%s: %s", task.key, reason)
+        try:
+            runtime.store.set_waiting(task.codops, task.name, reason)
+        except SQLAlchemyError:
+            runtime.metrics.state_error("run")
+            log.warning("%s: its waiting reason was not recorded", task.key, exc_info=True)
+
+    def stop() -> bool:
+        return runtime.stopping.is_set() or (cancelled is not None and cancelled())
+
+    when = (due or datetime.now(UTC)).timestamp()
+    grant = runtime.capacity.acquire(
+        task.codops, demand, when, metadata=task.loop == METADATA_LOOP, cancelled=stop, waiting=waiting
+    )
+    if grant is not None:
+        runtime.metrics.capacity_waited(task.codops, grant.waited_seconds)
+    elif waited:
+        with contextlib.suppress(SQLAlchemyError):
+            runtime.store.set_waiting(task.codops, task.name, None)
+    return grant
+
+
+def _run(
+    runtime: Runtime,
+    task: Task,
+    version: str | None,
+    trigger: RunTrigger,
+    stale: str | None,
+    rerun_of: str | None,
+    grant: Grant | None,
+    refused: CapacityError | None,
+) -> Run | None:
     timeout = runtime.timeout_for(task)
     deadline = datetime.now(UTC) + timedelta(seconds=timeout)
     try:
@@ -111,13 +189,17 @@ def execute(
             trigger=trigger,
             deadline=deadline,
             rerun_of=rerun_of,
+            waited_seconds=grant.waited_seconds if grant is not None else None,
         )
     except AlreadyRunning:
         log.warning("%s: not started, it already has a running run", task.key)
         return None
     runtime.metrics.run_started(run)
     try:
-        outcome = _supervise(runtime, run, task, timeout, version)
+        if refused is not None:
+            outcome = Outcome(RunStatus.FAILED, f"not started: {refused}", error=str(refused))
+        else:
+            outcome = _supervise(runtime, run, task, timeout, version, grant)
     except Exception as exc:  # a bug of ours must not take the loop down, nor leave the run RUNNING
         log.exception("run %s of %s: supervision failed", run.id, task.key)
         outcome = Outcome(RunStatus.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
@@ -158,6 +240,7 @@ def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str) -> Run:
             error=outcome.error,
             handle=outcome.handle,
             ended_at=ended,
+            peak_memory_bytes=outcome.peak_memory_bytes,
         ),
         f"run {run.id}: recording its end",
         runtime.metrics,
@@ -182,12 +265,15 @@ def _persist(write: Callable[[], T], what: str, metrics: Metrics | None = None, 
     raise AssertionError("unreachable")
 
 
-def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: str | None) -> Outcome:
+def _supervise(
+    runtime: Runtime, run: Run, task: Task, timeout: float, version: str | None, grant: Grant | None
+) -> Outcome:
     executor = runtime.executors.get(task.executor)
     if executor is None:
         return Outcome(RunStatus.FAILED, f"no {task.executor.value} executor is configured")
+    memory = runtime.demand(task).memory_mib or None
     try:
-        execution = executor.prepare(RunRequest(run.id, task, timeout, version or ""))
+        execution = executor.prepare(RunRequest(run.id, task, timeout, version or "", memory_mib=memory))
     except PeachError as exc:
         _record_manifest(runtime, run, task, version, None)
         if isinstance(exc, EnvironmentBuildError) and exc.log_path is not None:  # the installer's output
@@ -211,7 +297,7 @@ def _supervise(runtime: Runtime, run: Run, task: Task, timeout: float, version: 
         return Outcome(RunStatus.FAILED, f"not started: {exc}", error=str(exc))
     _record_manifest(runtime, run, task, version, execution)
     try:
-        return _watch(runtime, run, execution, pending)
+        return _watch(runtime, run, execution, pending, grant)
     finally:
         if execution.outcome is None:  # we are leaving abnormally: never leave the process behind
             execution.kill("the scheduler could not supervise the run")
@@ -258,22 +344,31 @@ class ProgressRecorder:
         self.writes += 1
 
 
-def _watch(runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any]) -> Outcome:
+def _watch(
+    runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any], grant: Grant | None = None
+) -> Outcome:
     """Wait for the run's end, a kill request or the service's stop; record its handle (a pid, then a YARN
     application) as soon as it is known or changes (again at every look while the state database does
     not answer)."""
     progress = ProgressRecorder(runtime.store, run.id, runtime.progress_interval)
     try:
-        return _follow(runtime, run, execution, pending, progress)
+        return _follow(runtime, run, execution, pending, progress, grant)
     finally:  # a kill asked for as the run ended by itself is never taken: forget it, or it stays forever
         runtime.kills.take(run.id)
 
 
 def _follow(
-    runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any], progress: ProgressRecorder
+    runtime: Runtime,
+    run: Run,
+    execution: Execution,
+    pending: dict[str, Any],
+    progress: ProgressRecorder,
+    grant: Grant | None,
 ) -> Outcome:
     recorded: str | None = None
     while True:
+        if grant is not None and execution.submitted:  # spark-submit is done; the run goes on (YARN)
+            grant.release_submission()
         if execution.handle and execution.handle != recorded:
             recorded = pending["handle"] = execution.handle
         if pending and _attach(runtime, run, pending):

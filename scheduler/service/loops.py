@@ -96,6 +96,11 @@ class OrganisationSource:
         source = org.sources[task.key]
         return task, source.commit, None if source.fresh else source.error
 
+    def replace_syncs(self, syncs: Sequence[RepositorySync]) -> None:
+        """New repositories (a configuration reload): used from the next sync, recorded again then."""
+        with self._lock:
+            self.syncs, self._recorded = syncs, None
+
     def rerun(self, request: Trigger) -> Run | None:
         """Run ``request.rerun_of`` again at its commit (``scheduler.runs.reruns``)."""
         if not self.syncs:
@@ -117,14 +122,28 @@ class Loop(threading.Thread):
         self._loaded: set[str] = set()
         self.reruns: list[Trigger] = []  # rerun requests taken, run at the end of the pass
         self._taken: dict[tuple[str, str], Trigger] = {}  # manual triggers of this pass not yet run
+        self.retired = threading.Event()  # no new run: the organisation left the configuration
+        self._pass_started = datetime.now(UTC)
+
+    @property
+    def ending(self) -> bool:
+        """The service stops or this loop was retired: start nothing more."""
+        return self.runtime.stopping.is_set() or self.retired.is_set()
 
     def run(self) -> None:
-        while not self.runtime.stopping.is_set():
+        while not self.ending:
             self.run_pass()
-            self.runtime.stopping.wait(self.pause)
+            resume = time.monotonic() + self.pause
+            while not self.ending and (left := resume - time.monotonic()) > 0:
+                self.runtime.stopping.wait(min(left, 0.5))  # a retirement is seen within half a second
+
+    def retire(self) -> None:
+        """Start no new run; the running one finishes (never killed) and the thread ends."""
+        self.retired.set()
 
     def run_pass(self) -> list[Run]:
         started = time.monotonic()
+        self._pass_started = datetime.now(UTC)
         try:
             runs = self.pass_once()
         except SQLAlchemyError as exc:  # the state database does not answer: the next pass tries again
@@ -133,7 +152,7 @@ class Loop(threading.Thread):
         except Exception:  # a bug of ours: log it, count the pass, and try again next pass
             log.exception("loop %s: pass failed", self.loop_name)
             runs = []
-        if self.runtime.stopping.is_set():  # what was asked for and not run waits for the next start
+        if self.ending:  # what was asked for and not run waits for the next start (or is dropped)
             self._give_back([*self._taken.values(), *self.reruns])
             self._taken, self.reruns = {}, []
         self.passes += 1
@@ -171,6 +190,17 @@ class Loop(threading.Thread):
         last = self._last_start.get(key)
         return last is None or (datetime.now(UTC) - last).total_seconds() >= task.definition.every
 
+    def due_at(self, task: Task, manual: bool) -> datetime:
+        """When a run of ``task`` became due (its place in the capacity queue): its ``every`` after its
+        last start, else the start of this pass (a trigger: when it was asked for)."""
+        request = self._taken.get((task.codops, task.name)) if manual else None
+        if request is not None:
+            return request.requested_at
+        last = self._last_start.get((task.codops, task.name))
+        if task.definition.every is not None and last is not None:
+            return last + timedelta(seconds=task.definition.every)
+        return self._pass_started
+
     def triggered(self) -> set[tuple[str, str]]:
         """The tasks manually triggered for this pass; rerun requests are queued for its end."""
         taken = self.runtime.store.take_triggers(self.loop_name)
@@ -181,7 +211,7 @@ class Loop(threading.Thread):
     def run_reruns(self, organisations: Mapping[str, OrganisationSource]) -> list[Run]:
         """The queued reruns, one at a time, like any run of this loop."""
         runs = []
-        while self.reruns and not self.runtime.stopping.is_set():
+        while self.reruns and not self.ending:
             request = self.reruns.pop(0)
             organisation = organisations.get(request.codops)
             if organisation is None:
@@ -212,7 +242,7 @@ class Loop(threading.Thread):
         synced: OrganisationTasks | None = None,
     ) -> Run | None:
         """Run one task at the head of its branch if it still exists, is due, and the service goes on."""
-        if self.runtime.stopping.is_set():
+        if self.ending:
             return None
         found = organisation.fresh(name, synced)
         if found is None:
@@ -227,9 +257,10 @@ class Loop(threading.Thread):
         if task.loop != self.loop_name or not self.due(task, triggered):
             return None
         manual = (task.codops, task.name) in triggered
+        due = self.due_at(task, manual)
         started = self._last_start[(task.codops, task.name)] = datetime.now(UTC)
         trigger = RunTrigger.MANUAL if manual else RunTrigger.SCHEDULE
-        run = execute(self.runtime, task, version, trigger, stale)
+        run = execute(self.runtime, task, version, trigger, stale, due=due, cancelled=self.retired.is_set)
         request = self._taken.pop((task.codops, task.name), None) if manual else None
         if request is not None and run is None:  # refused: the task still has a running run
             log.info("loop %s: the trigger of %s waits for its running run to end", self.loop_name, task.key)
@@ -246,6 +277,16 @@ class OrganisationLoop(Loop):
     def __init__(self, organisation: OrganisationSource, pause: float) -> None:
         super().__init__(organisation.codops, organisation.runtime, pause)
         self.organisation = organisation
+
+    def run(self) -> None:
+        super().run()
+        if self.retired.is_set() and not self.runtime.stopping.is_set():  # removed from the configuration
+            try:
+                self.runtime.store.upsert_tasks(self.loop_name, ())
+                self.runtime.store.replace_problems(self.loop_name, self.loop_name, ())
+            except SQLAlchemyError as exc:
+                self.state_unavailable("its tasks not marked removed", exc)
+            log.info("loop %s: the organisation left the configuration; its loop has stopped", self.loop_name)
 
     def pass_once(self) -> list[Run]:
         org = self.organisation.sync()
@@ -287,7 +328,8 @@ class MetadataLoop(Loop):
 
     def _one(self, codops: str, name: str, triggered: set[tuple[str, str]]) -> Run | None:
         try:
-            return self.run_due(self.organisations[codops], name, triggered)
+            organisation = self.organisations.get(codops)  # None: removed by a reload meanwhile
+            return self.run_due(organisation, name, triggered) if organisation is not None else None
         except SQLAlchemyError as exc:  # as in a pass: one line, counted; the next pass tries again
             self.state_unavailable(f"{codops}/{name} not run", exc)
             return None

@@ -8,6 +8,11 @@ kills them, and they are closed as ``KILLED``. Runs re-attached at restart are r
 others: drained and killed the same way.
 
 Executors come from ``executors.registry`` (one per kind), built with the services they share.
+
+``reload`` re-reads the configuration (SIGHUP, ``POST /api/v1/admin/reload``, the file changing on disk:
+``watch_config`` runs a thread for the first and the last) and applies what changed between runs: new
+organisations get their loop, removed ones finish their running run and stop, everything else applies
+from each loop's next run. An invalid file changes nothing; settings only a restart can change are said.
 """
 
 import contextlib
@@ -28,17 +33,20 @@ from executors import registry
 from executors.environments import EnvironmentStore
 from executors.yarn.client import ResourceManager
 from executors.yarn.site import ClusterSite, endpoints, read_site
-from scheduler.config import Config
+from scheduler.capacity import Capacity
+from scheduler.config import Config, load_config
+from scheduler.errors import ConfigError
 from scheduler.http import dashboard
 from scheduler.http.api import create_app
 from scheduler.metrics import Metrics
-from scheduler.repos.sync import repository_syncs
+from scheduler.repos.sync import RepositorySync, repository_syncs
 from scheduler.runs import reruns
 from scheduler.runs.artifacts import ArtifactPolicy
 from scheduler.runs.supervise import Runtime
-from scheduler.service import recovery
+from scheduler.service import recovery, reload
 from scheduler.service.housekeeping import Housekeeping
 from scheduler.service.loops import Loop, MetadataBoard, MetadataLoop, OrganisationLoop, OrganisationSource
+from scheduler.service.reload import Reload, Triggers
 from scheduler.store.records import Run
 from scheduler.store.store import Store
 
@@ -46,9 +54,13 @@ log = logging.getLogger(__name__)
 
 
 class Service:
-    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Config, environ: Mapping[str, str] | None = None, config_path: Path | None = None
+    ) -> None:
+        """``config_path``: the file ``config`` was read from, re-read by ``reload`` (None: as
+        ``load_config`` finds it, ``$PEACH_CONFIG`` or the embedded default)."""
         environ = os.environ if environ is None else environ
-        self.config = config
+        self.config, self.environ, self.config_path = config, environ, config_path
         config.workspace.mkdir(parents=True, exist_ok=True)
         self.store = Store.from_url(config.database_url)
         self.metrics = Metrics()
@@ -79,7 +91,7 @@ class Service:
             else None
         )
         self.resumed: list[threading.Thread] = []  # supervisors of the runs re-attached at restart
-        services = registry.Services(
+        self.services = services = registry.Services(
             environments,
             config.workspace / "runs",
             config.artifacts.root,
@@ -88,20 +100,35 @@ class Service:
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
-        self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits, artifacts=policy)
+        self.capacity = Capacity(config.capacity.limits)
+        self.metrics.watch_capacity(self.capacity.snapshot)
+        self.runtime = Runtime(
+            self.store,
+            self.metrics,
+            executors,
+            config.loops.limits,
+            artifacts=policy,
+            capacity=self.capacity,
+            run_memory_mib=config.capacity.run_memory,
+        )
         self.housekeeping = Housekeeping(
             self.store, self.metrics, policy, config.artifacts.prune_interval, self.remove_rerun_leftovers
         )
-        board = MetadataBoard()
+        self.board = MetadataBoard()
         self.organisations = {
-            codops: OrganisationSource(codops, syncs, self.runtime, board)
+            codops: OrganisationSource(codops, syncs, self.runtime, self.board)
             for codops, syncs in repository_syncs(config, environ).items()
         }
         pause = config.loops.pause
         self.loops: list[Loop] = [OrganisationLoop(org, pause) for org in self.organisations.values()]
-        self.loops.append(
-            MetadataLoop(self.organisations, board, self.runtime, pause, config.loops.metadata_parallel)
+        self.metadata = MetadataLoop(
+            self.organisations, self.board, self.runtime, pause, config.loops.metadata_parallel
         )
+        self.loops.append(self.metadata)
+        self.last_reload: Reload | None = None
+        self._reload_lock = threading.Lock()
+        self._reloads: tuple[threading.Thread, Triggers] | None = None
+        self._started = False
         token_env = config.http.api_token_env
         self.app = create_app(
             self.store,
@@ -113,6 +140,8 @@ class Service:
             repositories=dashboard.repository_links(config),
             yarn_ui=dashboard.yarn_ui(config),
             checkouts=self.checkouts,
+            reload=lambda: self.reload("api").as_dict(),
+            last_reload=lambda: self.last_reload.as_dict() if self.last_reload else None,
         )
         self._server: uvicorn.Server | None = None
         self._http: threading.Thread | None = None
@@ -148,6 +177,7 @@ class Service:
         self.housekeeping.start()
         for loop in self.loops:
             loop.start()
+        self._started = True
         log.info("service started: %d organisation loops and the metadata loop", len(self.organisations))
 
     def once(self) -> list[Run]:
@@ -188,11 +218,99 @@ class Service:
             thread.join()
 
     def close(self) -> None:
+        if self._reloads is not None:
+            thread, triggers = self._reloads
+            self._reloads = None
+            triggers.poke()
+            thread.join(10)
+            triggers.close()
         self.housekeeping.stop()
         if self._server is not None and self._http is not None:
             self._server.should_exit = True
             self._http.join(10)
         self.store.close()
+
+    # -- live reconfiguration -------------------------------------------------------------------------
+
+    def watch_config(self, triggers: Triggers) -> None:
+        """Reload on each of ``triggers`` (SIGHUP, the file changing) from a thread of its own."""
+
+        def watch() -> None:
+            while self._reloads is not None:
+                source = triggers.wait()
+                if source is not None and self._reloads is not None:
+                    self.reload(source)
+
+        thread = threading.Thread(target=watch, name="reload", daemon=True)
+        self._reloads = (thread, triggers)
+        thread.start()
+
+    def reload(self, source: str) -> Reload:
+        """Re-read the configuration and apply what changed; an invalid one changes nothing."""
+        with self._reload_lock:
+            if self._reloads is not None:
+                self._reloads[1].seen()
+            try:
+                new = load_config(self.config_path, self.environ)
+            except ConfigError as exc:
+                log.error("configuration reload (%s) refused, nothing changed: %s", source, exc)
+                answer = Reload("invalid", source, error=str(exc))
+            else:
+                answer = self._apply(new, source)
+            self.metrics.config_reload(answer.result)
+            self.last_reload = answer
+            return answer
+
+    def _apply(self, new: Config, source: str) -> Reload:
+        old = self.config
+        later = reload.restart_needed(old, new)
+        new = reload.effective(old, new)
+        said = reload.changes(old, new)
+        for key in later:
+            log.warning("configuration reload (%s): %s changed; it applies at the next restart", source, key)
+        if not said:
+            log.info("configuration reload (%s): nothing to change", source)
+            return Reload("unchanged", source, restart_needed=later)
+        runtime = self.runtime
+        runtime.executors = registry.build(new, self.services)
+        runtime.limits = new.loops.limits
+        runtime.artifacts = self.housekeeping.policy = ArtifactPolicy(
+            int(new.artifacts.max_bytes), new.artifacts.keep_runs
+        )
+        runtime.run_memory_mib = new.capacity.run_memory
+        self.capacity.resize(new.capacity.limits)
+        self.metadata.parallel = max(1, new.loops.metadata_parallel)
+        syncs = repository_syncs(new, self.environ)
+        for codops in old.organisations.keys() - new.organisations.keys():
+            self._remove_organisation(codops)
+        for codops, repositories in syncs.items():
+            organisation = self.organisations.get(codops)
+            if organisation is None:
+                self._add_organisation(codops, repositories, new.loops.pause)
+            elif old.organisations[codops] != new.organisations[codops] or old.git != new.git:
+                organisation.replace_syncs(repositories)
+        for loop in self.loops:
+            loop.pause = new.loops.pause
+        self.config = new
+        for line in said:
+            log.info("configuration reload (%s): %s", source, line)
+        return Reload("applied", source, changes=tuple(said), restart_needed=later)
+
+    def _add_organisation(self, codops: str, syncs: tuple[RepositorySync, ...], pause: float) -> None:
+        organisation = OrganisationSource(codops, syncs, self.runtime, self.board)
+        loop = OrganisationLoop(organisation, pause)
+        self.organisations[codops] = organisation
+        self.loops.append(loop)
+        if self._started:
+            loop.start()
+
+    def _remove_organisation(self, codops: str) -> None:
+        """Its loop starts no new run; the running one finishes; then its tasks are marked removed."""
+        self.organisations.pop(codops, None)
+        self.board.publish(codops, ())
+        for loop in self.loops:
+            if isinstance(loop, OrganisationLoop) and loop.loop_name == codops and not loop.retired.is_set():
+                loop.retire()
 
     # -- HTTP -----------------------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, field_validator
 
+from scheduler.capacity import memory_mib
 from scheduler.durations import Seconds
 
 SPARK_KEY_PATTERN = re.compile(r"spark\.[A-Za-z0-9_.-]+")
@@ -16,6 +17,26 @@ SPARK_KEY_PATTERN = re.compile(r"spark\.[A-Za-z0-9_.-]+")
 class ExecutorKind(StrEnum):
     SPARK = "spark"
     PYTHON = "python"
+
+
+class TaskResources(BaseModel):
+    """What a local run of the task needs on the scheduler host: ``memory`` (``4g``, ``512m``; a bare
+    number is MiB) is both its share of ``capacity.memory`` and its cap where cgroups allow one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory: StrictStr | StrictInt | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_size(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            memory_mib(value)
+        return value
+
+    @property
+    def memory_mib(self) -> int | None:
+        return None if self.memory is None else memory_mib(self.memory)
 
 
 class TaskDefinition(BaseModel):
@@ -34,6 +55,7 @@ class TaskDefinition(BaseModel):
     enabled: StrictBool = True
     every: Seconds | None = None
     spark: dict[StrictStr, StrictStr | StrictBool | int | float] = {}
+    resources: TaskResources = TaskResources()
 
     @field_validator("method")
     @classmethod

@@ -107,6 +107,9 @@ class RunRow(Base):
     artifacts_dir: Mapped[str | None] = mapped_column(Text)
     artifacts_state: Mapped[str | None] = mapped_column(String(16))
     artifacts_note: Mapped[str | None] = mapped_column(Text)
+    # capacity (migration 0006): the wait for its slot before it started; its local processes' peak memory
+    waited_seconds: Mapped[float | None] = mapped_column(Float)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index(None, "codops", "task", "started_at"),
@@ -169,6 +172,8 @@ class TaskRow(Base):
     removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # How long a run is expected to take: the median of its last successful runs (scheduler.progress).
     expected_seconds: Mapped[float | None] = mapped_column(Float)
+    # why a PENDING task waits (a capacity slot, ...): ``Store.set_waiting`` (migration 0006)
+    reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index(None, "loop"),)
 

@@ -60,6 +60,8 @@ class Run:
     artifacts_dir: str | None = None
     artifacts_state: str | None = None
     artifacts_note: str | None = None
+    waited_seconds: float | None = None
+    peak_memory_bytes: int | None = None
 
     @property
     def short_version(self) -> str | None:
@@ -100,6 +102,8 @@ class Run:
             artifacts_dir=row.artifacts_dir,
             artifacts_state=row.artifacts_state,
             artifacts_note=row.artifacts_note,
+            waited_seconds=row.waited_seconds,
+            peak_memory_bytes=row.peak_memory_bytes,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,6 +130,8 @@ class Run:
             "progress_at": iso(self.progress_at),
             "keep": self.keep,
             "artifacts": self.artifacts_state,
+            "waited_seconds": self.waited_seconds,
+            "peak_memory_bytes": self.peak_memory_bytes,
         }
 
 
@@ -165,6 +171,7 @@ class TaskStatus:
     line: int | None
     removed: bool
     expected_seconds: float | None = None
+    reason: str | None = None  # why a PENDING task waits (``Store.set_waiting``)
 
     @classmethod
     def from_row(cls, row: TaskRow) -> "TaskStatus":
@@ -186,6 +193,7 @@ class TaskStatus:
             line=row.line,
             removed=row.removed_at is not None,
             expected_seconds=row.expected_seconds,
+            reason=row.reason if row.state == TaskState.PENDING.value else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -196,6 +204,7 @@ class TaskStatus:
             "loop": self.loop,
             "executor": self.executor.value,
             "state": self.state.value,
+            "reason": self.reason,
             "last_status": self.last_status.value if self.last_status else None,
             "last_run_id": self.last_run_id,
             "last_started_at": iso(self.last_started_at),

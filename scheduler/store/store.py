@@ -117,8 +117,10 @@ class Store:
         deadline: datetime | None = None,
         run_id: str | None = None,
         rerun_of: str | None = None,
+        waited_seconds: float | None = None,
     ) -> Run:
-        """Record a new RUNNING run and mark its task RUNNING; ``AlreadyRunning`` if it already is."""
+        """Record a new RUNNING run and mark its task RUNNING (its waiting reason cleared);
+        ``AlreadyRunning`` if it already is. ``waited_seconds``: its wait for a capacity slot."""
         now = self._now()
         row = RunRow(
             id=run_id or new_run_id(now),
@@ -134,6 +136,7 @@ class Store:
             host=self.host,
             deadline=deadline,
             rerun_of=rerun_of,
+            waited_seconds=None if waited_seconds is None else round(waited_seconds, 3),
         )
         try:
             with self._session(write=True) as session:
@@ -145,6 +148,7 @@ class Store:
                     )
                     session.add(task_row)
                 task_row.state = TaskState.RUNNING.value
+                task_row.reason = None
                 task_row.last_run_id = row.id
                 task_row.last_started_at = now
                 task_row.updated_at = now
@@ -182,6 +186,7 @@ class Store:
         handle: str | None = None,
         next_due: datetime | None = None,
         ended_at: datetime | None = None,
+        peak_memory_bytes: int | None = None,
     ) -> Run:
         """Close a RUNNING run with a final status and its outcome in words; updates its task.
 
@@ -204,6 +209,8 @@ class Store:
             row.error = error
             if handle is not None:
                 row.handle = handle
+            if peak_memory_bytes is not None:
+                row.peak_memory_bytes = peak_memory_bytes
             task_row = session.get(TaskRow, (row.codops, row.task))
             if task_row is not None and task_row.last_run_id in (row.id, None):
                 task_row.state = TaskState.FINISHED.value
@@ -360,6 +367,17 @@ class Store:
                 .where(TaskRow.state != TaskState.RUNNING.value)
                 .values(state=TaskState.PENDING.value)
             )
+
+    def set_waiting(self, codops: str, task: str, reason: str | None) -> None:
+        """Why a task waits (``waiting for a local slot (3/3 in use)``): the task is shown PENDING with
+        this reason until its run starts or the reason is cleared (None). The one place a task's waiting
+        reason is written, whatever the cause; a RUNNING task keeps its state."""
+        query = update(TaskRow).where(TaskRow.codops == codops, TaskRow.task == task)
+        with self._session(write=True) as session:
+            session.execute(query.values(reason=reason))
+            if reason is not None:
+                not_running = query.where(TaskRow.state != TaskState.RUNNING.value)
+                session.execute(not_running.values(state=TaskState.PENDING.value))
 
     def set_next_due(self, codops: str, task: str, when: datetime | None) -> None:
         with self._session(write=True) as session:

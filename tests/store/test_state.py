@@ -119,6 +119,8 @@ def test_run_lifecycle(store: Store, clock: Clock) -> None:
         "progress_at": None,
         "keep": False,
         "artifacts": None,
+        "waited_seconds": None,
+        "peak_memory_bytes": None,
     }
     assert store.get_run(run_id) == done
     task = store.task_states("chrts")[0]
@@ -369,3 +371,23 @@ def test_sqlite_settings(tmp_path: Path) -> None:
     thread.join(10)
     assert seen == [run_id]
     memory.close()
+
+
+def test_a_waiting_reason_shows_the_task_pending_until_its_run_starts(store: Store, tmp_path: Path) -> None:
+    store.upsert_tasks("chrts", sample_tasks(tmp_path, ["train"]))
+    store.set_waiting("chrts", "train", "waiting for a local slot (3/3 in use)")
+    [waiting] = store.task_states("chrts")
+    assert (waiting.state, waiting.reason) == (TaskState.PENDING, "waiting for a local slot (3/3 in use)")
+    assert waiting.as_dict()["reason"] == "waiting for a local slot (3/3 in use)"
+    run = store.start_run(
+        "chrts", "train", loop="chrts", executor="python", version=None, waited_seconds=4.25
+    )
+    assert run.waited_seconds == 4.25 and run.as_dict()["waited_seconds"] == 4.25
+    [running] = store.task_states("chrts")
+    assert (running.state, running.reason) == (TaskState.RUNNING, None)
+    store.set_waiting("chrts", "train", "waiting for a local slot (1/1 in use)")  # a RUNNING task stays so
+    assert store.task_states("chrts")[0].state is TaskState.RUNNING
+    done = store.finish_run(run.id, RunStatus.SUCCEEDED, "exit code 0", peak_memory_bytes=123 * 2**20)
+    assert done.peak_memory_bytes == 123 * 2**20
+    store.set_waiting("chrts", "train", None)
+    assert store.task_states("chrts")[0].reason is None

@@ -55,6 +55,11 @@ function when(iso) {
   return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—";
 }
 
+function memory(bytes) {
+  const mib = bytes / 1048576;
+  return mib >= 1024 ? `${(mib / 1024).toFixed(1)} GiB` : `${Math.round(mib)} MiB`;
+}
+
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "—";
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
@@ -171,7 +176,12 @@ async function loadTasks() {
       "tr",
       { "data-task": key, className: key === state.task ? "selected" : null },
       el("td", {}, link, task.enabled ? null : el("span", { className: "muted" }, " (disabled)")),
-      el("td", {}, el("span", { className: `state st-${task.state.toLowerCase()}` }, task.state)),
+      el(
+        "td",
+        {},
+        el("span", { className: `state st-${task.state.toLowerCase()}`, title: task.reason || "" }, task.state),
+        task.reason ? el("span", { className: "muted reason" }, ` ${task.reason}`) : null,
+      ),
       el("td", {}, statusBadge(task.last_status)),
       el("td", {}, when(task.last_started_at)),
       el("td", { className: "num" }, duration(task.last_duration_seconds)),
@@ -293,7 +303,13 @@ function renderRuns(runs, codops) {
         run.rerun_of ? el("span", { className: "muted rerun-of" }, ` (rerun of ${run.rerun_of})`) : null,
         run.status === "RUNNING" ? progressCell(run, true) : null,
       ),
-      el("td", { className: "num" }, duration(run.duration_seconds)),
+      el(
+        "td",
+        { className: "num" },
+        duration(run.duration_seconds),
+        run.peak_memory_bytes ? el("span", { className: "muted peak-memory", title: "peak memory of its local processes" }, ` peak ${memory(run.peak_memory_bytes)}`) : null,
+        run.waited_seconds >= 1 ? el("span", { className: "muted waited", title: "waited for a capacity slot before it started" }, ` (waited ${duration(run.waited_seconds)})`) : null,
+      ),
       el("td", {}, applicationLink(run)),
       el("td", {}, log, " ", ran, " ", rerun, " ", keep, kill ? " " : null, kill),
       el("td", {}, pick),
