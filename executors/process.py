@@ -41,8 +41,10 @@ from executors.base import (
     RunRequest,
     pid_handle,
 )
+from executors.cgroups import MemoryCgroups, RunCgroup
 from executors.logs import CappedLog, LogLimits, LogPump
 from executors.progress import Progress, ProgressScanner
+from scheduler.capacity import describe_mib
 from scheduler.errors import ExecutionError
 from scheduler.status import RunStatus
 
@@ -146,6 +148,7 @@ class Launcher:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     popen: Popen = subprocess.Popen
+    cgroups: MemoryCgroups | None = None  # where a run with a memory cap gets its cgroup (None: no caps)
 
     def process(
         self,
@@ -207,6 +210,9 @@ class LocalProcess:
         self._pidfd: int | None = None
         self._pump: LogPump | None = None
         self._scanner = ProgressScanner(self._reported, self.note, launcher.wall)
+        self.cgroup: RunCgroup | None = None  # the run's memory cgroup, while it goes
+        self.peak_memory_bytes: int | None = None  # read from the cgroup when the run is reaped
+        self.out_of_memory: str | None = None  # "killed: out of memory (limit 4 GiB)" when the cap killed it
 
     def start(self) -> None:
         """Open the log and start the child; raises ``ExecutionError`` (log closed) if either fails."""
@@ -216,9 +222,21 @@ class LocalProcess:
             self.log.note(f"run {self.run_id}: task {task.key} version {self.request.version or '-'}")
         except OSError as exc:
             raise ExecutionError(f"run {self.run_id}: cannot write its log {self.log_path}: {exc}") from exc
+        command = self.command
+        if self.request.memory_mib and launcher.cgroups is not None:
+            try:
+                self.cgroup = launcher.cgroups.create(self.run_id, self.request.memory_mib)
+            except OSError as exc:
+                self.log.note(f"could not create its memory cgroup: {exc}")
+                self.log.close()
+                raise ExecutionError(f"run {self.run_id}: could not create its memory cgroup: {exc}") from exc
+            command = self.cgroup.wrap(command)
+            self.log.note(
+                f"memory cap {describe_mib(self.request.memory_mib)} ({launcher.cgroups.describe()})"
+            )
         try:
             self._proc = launcher.popen(
-                self.command,
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -230,6 +248,7 @@ class LocalProcess:
         except OSError as exc:
             self.log.note(f"could not start {self.command[0]}: {exc}")
             self.log.close()
+            self._leave_cgroup()
             raise ExecutionError(f"run {self.run_id}: could not start {self.command[0]}: {exc}") from exc
         self.pid = self._proc.pid
         self.started_at = launcher.wall()
@@ -331,7 +350,18 @@ class LocalProcess:
         self._scanner.close()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+        self._leave_cgroup()
         return returncode
+
+    def _leave_cgroup(self) -> None:
+        """Its peak memory and whether its cap killed it, read from the cgroup; then the cgroup removed."""
+        group, self.cgroup = self.cgroup, None
+        if group is None:
+            return
+        self.peak_memory_bytes = group.peak_bytes()
+        if group.oom_killed():
+            self.out_of_memory = f"killed: out of memory (limit {describe_mib(group.limit_bytes // 2**20)})"
+        group.remove()
 
 
 class ProcessExecution(Execution):
@@ -393,7 +423,9 @@ def exit_outcome(process: LocalProcess, status: RunStatus | None, why: str, retu
     """How a local process run ended, from its return code and why it was stopped (None: by itself)."""
     assert process.log is not None
     words = describe_exit(returncode)
-    if status is None:
+    if status is None and process.out_of_memory and returncode != 0:
+        status, summary = RunStatus.FAILED, process.out_of_memory
+    elif status is None:
         status = RunStatus.SUCCEEDED if returncode == 0 else RunStatus.FAILED
         summary = words
     elif status is RunStatus.TIMED_OUT:
@@ -408,6 +440,7 @@ def exit_outcome(process: LocalProcess, status: RunStatus | None, why: str, retu
         error=process.log.last_line() if status is RunStatus.FAILED else None,
         started_at=process.started_at,
         finished_at=process.launcher.wall(),
+        peak_memory_bytes=process.peak_memory_bytes,
     )
 
 

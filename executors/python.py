@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from executors.base import Executor, Recovery, RunningRun, RunRequest
+from executors.cgroups import MemoryCgroups
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import PROC, Launcher, Popen, ProcessExecution
@@ -40,6 +41,7 @@ class PythonExecutor(Executor):
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         popen: Popen = subprocess.Popen,
+        cgroups: MemoryCgroups | None = None,
     ) -> None:
         self.environments = environments
         self.runs = LocalRuns(
@@ -49,7 +51,7 @@ class PythonExecutor(Executor):
             artifacts_root=artifacts_root,
             source_env=source_env,
         )
-        self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen)
+        self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen, cgroups)
 
     @property
     def runs_root(self) -> Path:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from executors.base import Executor
+from executors.cgroups import MemoryCgroups
 from executors.environments import EnvironmentStore
 from executors.python import PythonExecutor
 from executors.spark import SparkExecutor
@@ -30,13 +31,19 @@ class Services:
     artifacts_root: Path | None = None
     resourcemanager: ResourceManager | None = None
     log_server: str | None = None  # the operator's yarn.log_server, else the cluster's yarn-site.xml
+    cgroups: MemoryCgroups | None = None  # memory caps for local runs, where the host allows them
 
 
 Factory = Callable[[Config, Services], Executor]
 
 
 def python_executor(config: Config, services: Services) -> Executor:
-    return PythonExecutor(services.environments, services.runs_root, artifacts_root=services.artifacts_root)
+    return PythonExecutor(
+        services.environments,
+        services.runs_root,
+        artifacts_root=services.artifacts_root,
+        cgroups=services.cgroups,
+    )
 
 
 def spark_executor(config: Config, services: Services) -> Executor:
@@ -52,6 +59,7 @@ def spark_executor(config: Config, services: Services) -> Executor:
         poll=yarn.poll,
         log_wait=yarn.log_wait,
         artifacts_root=services.artifacts_root,
+        cgroups=services.cgroups,
     )
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from executors.base import Execution, Executor, Recovery, RunningRun, RunRequest
+from executors.cgroups import MemoryCgroups
 from executors.environments import Environment, EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import PROC, Launcher, Popen, ProcessExecution
@@ -227,6 +228,7 @@ class SparkExecutor(Executor):
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         popen: Popen = subprocess.Popen,
+        cgroups: MemoryCgroups | None = None,
     ) -> None:
         self.environments, self.settings, self.organisations = environments, settings, organisations
         self.runs = LocalRuns(
@@ -236,7 +238,7 @@ class SparkExecutor(Executor):
             artifacts_root=artifacts_root,
             source_env=source_env,
         )
-        self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen)
+        self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen, cgroups)
         self.resourcemanager = resourcemanager
         self.yarn_options = YarnOptions(log_server, lifetime_grace, poll, log_wait)
 

@@ -40,6 +40,7 @@ def create_app(
     token_env: str = "PEACH_API_TOKEN",  # noqa: S107 (a variable name)
     kills: KillRequests | None = None,
     ready: Callable[[], bool] = lambda: True,
+    details: Callable[[], Mapping[str, str]] = dict,
     repositories: Mapping[str, str] | None = None,
     yarn_ui: str | None = None,
     checkouts: Callable[[str], Sequence[Path]] | None = None,
@@ -48,6 +49,7 @@ def create_app(
 ) -> FastAPI:
     """``checkouts(codops)``: the organisation's repository checkouts, where a rerun's commit is looked
     for before the request is accepted (None: not checked here, only when the loop takes it).
+    ``details()``: facts about the service ``/readyz`` shows (whether local runs have memory caps).
     ``reload()`` re-reads the operator configuration and answers what it did; ``last_reload()`` that
     answer for the latest reload (None: none yet)."""
     app = FastAPI(
@@ -65,6 +67,7 @@ def create_app(
         token_env=token_env,
         kills=kills,
         ready=ready,
+        details=details,
         repositories=repositories or {},
         yarn_ui=yarn_ui,
         checkouts=checkouts,

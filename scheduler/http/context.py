@@ -31,6 +31,7 @@ class Context:
     token_env: str
     kills: KillRequests | None
     ready: Callable[[], bool]
+    details: Callable[[], Mapping[str, str]]
     repositories: Mapping[str, str]
     yarn_ui: str | None
     checkouts: Callable[[str], Sequence[Path]] | None

@@ -1,5 +1,6 @@
 """``/healthz`` (the process answers), ``/readyz`` (the service's ``ready()``: restart recovery done and
-the state database answers; 503 otherwise) and ``/metrics`` (the Prometheus exposition of the app's
+the state database answers; 503 otherwise; ``details`` says what the service could not set up, such as
+memory caps) and ``/metrics`` (the Prometheus exposition of the app's
 registry). ``/healthz`` and ``/metrics`` never read the store: they stay 200 while the database is down."""
 
 from typing import Any
@@ -24,7 +25,8 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "starting, or no database"}})
 def readyz(shared: Shared) -> JSONResponse:
     ok = shared.ready()
-    return JSONResponse({"status": "ready" if ok else "starting"}, status_code=200 if ok else 503)
+    answer = {"status": "ready" if ok else "starting", "details": dict(shared.details())}
+    return JSONResponse(answer, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", response_class=Response, responses=EXPOSITION)

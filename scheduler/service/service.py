@@ -29,7 +29,7 @@ from pathlib import Path
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
-from executors import registry
+from executors import cgroups, registry
 from executors.environments import EnvironmentStore
 from executors.yarn.client import ResourceManager
 from executors.yarn.site import ClusterSite, endpoints, read_site
@@ -91,12 +91,15 @@ class Service:
             else None
         )
         self.resumed: list[threading.Thread] = []  # supervisors of the runs re-attached at restart
+        memory_caps, self.memory_caps = cgroups.detect()  # said once, here and in /readyz
+        (log.info if memory_caps else log.warning)("%s", self.memory_caps)
         self.services = services = registry.Services(
             environments,
             config.workspace / "runs",
             config.artifacts.root,
             self.resourcemanager,
             self.yarn.log_server,
+            memory_caps,
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
@@ -137,6 +140,7 @@ class Service:
             token_env=token_env,
             kills=self.runtime.kills,
             ready=self.ready,
+            details=lambda: {"memory_caps": self.memory_caps},
             repositories=dashboard.repository_links(config),
             yarn_ui=dashboard.yarn_ui(config),
             checkouts=self.checkouts,

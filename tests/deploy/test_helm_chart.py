@@ -1,7 +1,6 @@
 """The Helm chart: lint, schema-valid manifests for every scenario, and the fields that matter rendered
 right (Airflow-style ``render_chart`` tests against the real ``helm template``)."""
 
-import hashlib
 import json
 import tarfile
 from pathlib import Path
@@ -58,7 +57,7 @@ def config(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 def checksum(objects: list[dict[str, Any]]) -> str:
     annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    value: str = annotations["checksum/config"]
+    value: str = annotations["checksum/restart-config"]
     return value
 
 
@@ -261,14 +260,19 @@ def test_a_credential_variable_nothing_provides_fails_rendering() -> None:
     assert render_chart({"config": {"organisations": {"x": org}}, **provided})
 
 
-def test_checksum_rolls_the_pod_on_config_changes_only() -> None:
+def test_config_changes_reload_and_only_restart_settings_roll_the_pod() -> None:
     objects = render_chart()
+    template = one(objects, "Deployment")["spec"]["template"]
+    changed = render_chart({"config": {"loops": {"pause": "1m"}, "capacity": {"local_runs": 3}}})
+    assert one(changed, "Deployment")["spec"]["template"] == template  # reloaded by the service, no roll
+    assert config(changed)["capacity"] == {"local_runs": 3}
     base = checksum(objects)
-    content = one(objects, "ConfigMap")["data"]["config.yaml"]  # the checksum is of exactly this file
-    assert base == hashlib.sha256(content.removesuffix("\n").encode()).hexdigest()
-    assert checksum(render_chart({"config": {"loops": {"pause": "1m"}}})) != base
+    assert checksum(render_chart({"persistence": {"mountPath": "/data"}})) != base
     assert checksum(render_chart({"externalDatabase": {"existingSecret": "db"}})) != base
     assert checksum(render_chart({"image": {"tag": "0.2.0"}, "commonLabels": {"a": "b"}})) == base
+    mounts = template["spec"]["containers"][0]["volumeMounts"]
+    mounted = next(m for m in mounts if m["name"] == "config")
+    assert "subPath" not in mounted  # a subPath mount never sees the ConfigMap's updates
 
 
 def test_termination_grace_matches_the_drain() -> None:

@@ -11,7 +11,7 @@ from scheduler.http.api import create_app
 from scheduler.http.auth import authorised
 from scheduler.metrics import Metrics
 
-ACTIONS = {"keep", "unkeep", "trigger", "kill", "rerun"}
+ACTIONS = {"keep", "unkeep", "trigger", "kill", "rerun", "reload"}
 
 
 def app(**options: Any) -> FastAPI:

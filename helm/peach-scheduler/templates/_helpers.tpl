@@ -87,6 +87,18 @@ with terminationGracePeriodSeconds); everything else comes from .Values.config a
 with one, PEACH_STATE_URL (from a Secret) overrides state_url and no URL is written here.
 */}}
 {{- define "peach-scheduler.config" -}}
+{{ include "peach-scheduler.restartConfig" . }}
+{{- $config := omit .Values.config "workspace" "state_url" "http" "loops" }}
+{{- $loops := merge (dict "drain" (printf "%ds" (int .Values.gracefulStop.drainSeconds))) (.Values.config.loops | default dict) }}
+{{- $_ := set $config "loops" $loops }}
+{{ toYaml $config }}
+{{- end }}
+
+{{/*
+The part of the configuration the chart sets that a running scheduler cannot change (SPEC §7): its
+checksum rolls the pod. Everything else in the ConfigMap is reloaded live when the mounted file changes.
+*/}}
+{{- define "peach-scheduler.restartConfig" -}}
 workspace: {{ .Values.persistence.mountPath | quote }}
 {{- if not .Values.externalDatabase.existingSecret }}
 state_url: {{ printf "sqlite:///%s/state.db" .Values.persistence.mountPath | quote }}
@@ -95,10 +107,6 @@ http:
   host: 0.0.0.0
   port: {{ .Values.service.targetPort }}
   api_token_env: {{ .Values.apiToken.envName }}
-{{- $config := omit .Values.config "workspace" "state_url" "http" "loops" }}
-{{- $loops := merge (dict "drain" (printf "%ds" (int .Values.gracefulStop.drainSeconds))) (.Values.config.loops | default dict) }}
-{{- $_ := set $config "loops" $loops }}
-{{ toYaml $config }}
 {{- end }}
 
 {{/*
