@@ -91,7 +91,7 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
-            runs = set()
+            runs: set[bytes] = set()
             for pid in (p for p in os.listdir("/proc") if p.isdigit()):
                 try:
                     env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -115,7 +115,7 @@ def main() -> None:
         config = {
             "workspace": str(root / "workspace"),
             "http": {"host": "127.0.0.1", "port": 0},
-            "loops": {"pause": "0s"},
+            "loops": {"pause": "0.1s"},
             "capacity": {"local_runs": args.slots, "metadata_local_runs": 0},
             "organisations": {
                 codops: {"repositories": [{"url": str(repo)}]} for codops, repo in repos.items()

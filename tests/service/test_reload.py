@@ -97,7 +97,7 @@ def succeeded(service: Service, codops: str) -> bool:
 def test_organisations_join_leave_and_move_while_another_run_goes_on(
     tmp_path: Path, started: list[Service]
 ) -> None:
-    once = {"every": "1h"}
+    once: dict[str, object] = {"every": "1h"}
     repos = {
         "keep": org_repo(tmp_path, "keep", {"long": (SLEEPS, {**once, "args": {"seconds": 8}})}),
         "leave": org_repo(tmp_path, "leave", {"work": (SLEEPS, {"args": {"seconds": 3}})}),
@@ -107,26 +107,14 @@ def test_organisations_join_leave_and_move_while_another_run_goes_on(
     service = Service(load_config(path), environ={"PEACH_TEST_TOKEN": TOKEN}, config_path=path)
     started.append(service)
     service.start()
-    long_run = wait_for(
-        lambda: next(
-            (r for r in runs_of(service, "keep") if r.status is RunStatus.RUNNING and r.handle), None
-        ),
-        60,
-        "the long run of keep",
-    )
-    leaving = wait_for(
-        lambda: next((r for r in runs_of(service, "leave") if r.status is RunStatus.RUNNING), None),
-        60,
-        "a run of leave",
-    )
+    long_run = wait_for(lambda: running(service, "keep"), 60, "the long run of keep")
+    leaving = wait_for(lambda: running(service, "leave"), 60, "a run of leave")
     wait_for(lambda: runs_of(service, "move"), 60, "a run of move")
 
     moved = org_repo(tmp_path / "b", "move", {"hello": (says("from the second repository"), {})})
     joined = org_repo(tmp_path, "join", {"hi": (says("joined"), once)})
-    config = yaml.safe_load(path.read_text())
-    configure(
-        path, {"keep": repos["keep"], "move": moved, "join": joined}, http={**config["http"], "port": 1}
-    )
+    http = {**yaml.safe_load(path.read_text())["http"], "port": 1}
+    configure(path, {"keep": repos["keep"], "move": moved, "join": joined}, http=http)
     status, answer = post(service, "/api/v1/admin/reload")
     assert status == 200 and answer["result"] == "applied", answer
     assert "organisation join added" in answer["changes"]
@@ -134,33 +122,17 @@ def test_organisations_join_leave_and_move_while_another_run_goes_on(
     assert "organisation move: repositories changed" in answer["changes"]
     assert answer["restart_needed"] == ["http.port"]
 
-    wait_for(lambda: any(r.status is RunStatus.SUCCEEDED for r in runs_of(service, "join")), 60, "join's run")
-    wait_for(
-        lambda: any(
-            "from the second repository" in log_text(r) for r in runs_of(service, "move") if r.log_path
-        ),
-        60,
-        "a run of move from its new repository",
-    )
-    left = wait_for(
-        lambda: service.store.get_run(leaving.id).status.final and service.store.get_run(leaving.id),
-        30,
-        "leave's run",
-    )
+    wait_for(lambda: succeeded(service, "join"), 60, "join's run")
+    wait_for(lambda: logged(service, "move", "from the second repository"), 60, "move's new repository")
+    left = wait_for(lambda: closed(service, leaving.id), 30, "leave's run")
     assert left.status is RunStatus.SUCCEEDED, left.outcome  # finished, never killed
     leave_loop = next(loop for loop in service.loops if loop.loop_name == "leave")
     wait_for(lambda: not leave_loop.is_alive(), 30, "the loop of leave to stop")
     assert [r.id for r in runs_of(service, "leave")] == [leaving.id]  # no new run
     assert all(t.codops != "leave" for t in service.store.task_states())
 
-    done = wait_for(
-        lambda: service.store.get_run(long_run.id).status.final and service.store.get_run(long_run.id),
-        60,
-        "the long run",
-    )
-    assert (
-        done.status is RunStatus.SUCCEEDED and done.handle == long_run.handle
-    )  # the same process, untouched
+    done = wait_for(lambda: closed(service, long_run.id), 60, "the long run")
+    assert done.status is RunStatus.SUCCEEDED and done.handle == long_run.handle  # the same process
     assert f"pid {long_run.handle.removeprefix('pid:')}" in log_text(done)
 
     # an invalid file changes nothing, and says why in the API and the metrics
@@ -170,11 +142,8 @@ def test_organisations_join_leave_and_move_while_another_run_goes_on(
     assert "capacity.local_run: unknown key 'local_run' (did you mean 'local_runs'?)" in answer["error"]
     assert get(service, "/api/v1/admin/reload") == answer
     assert set(service.organisations) == {"keep", "move", "join"}
-    reloads = {
-        labels["result"]: v
-        for name, labels, v in service.metrics.series()
-        if name == "peach_config_reloads_total"
-    }
+    series = service.metrics.series()
+    reloads = {labels["result"]: v for name, labels, v in series if name == "peach_config_reloads_total"}
     assert reloads == {"applied": 1.0, "invalid": 1.0}
     assert post(service, "/api/v1/admin/reload", token=None)[0] == 401
 
@@ -195,15 +164,11 @@ def test_sighup_and_a_changed_file_reload(tmp_path: Path, started: list[Service]
         service.watch_config(Triggers(path, interval=0.1))
         second = org_repo(tmp_path, "second", {"hi": (says("second"), {"every": "1h"})})
         configure(path, {**repos, "second": second})  # as a ConfigMap update would
-        wait_for(lambda: service.last_reload and service.last_reload.source == "file change", 30, "a reload")
+        wait_for(lambda: reloaded(service, "file change"), 30, "a reload")
         assert service.last_reload is not None and service.last_reload.result == "applied"
-        wait_for(
-            lambda: any(r.status is RunStatus.SUCCEEDED for r in runs_of(service, "second")), 60, "its run"
-        )
+        wait_for(lambda: succeeded(service, "second"), 60, "its run")
         os.kill(os.getpid(), signal.SIGHUP)
-        wait_for(
-            lambda: service.last_reload and service.last_reload.source == "SIGHUP", 30, "a SIGHUP reload"
-        )
+        wait_for(lambda: reloaded(service, "SIGHUP"), 30, "a SIGHUP reload")
         assert service.last_reload is not None and service.last_reload.result == "unchanged"
     finally:
         signal.signal(signal.SIGHUP, previous)
