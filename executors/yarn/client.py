@@ -11,6 +11,11 @@ The endpoints used (Hadoop "ResourceManager REST APIs"): ``/ws/v1/cluster/apps?a
 ``/ws/v1/cluster/apps/{id}/timeout`` (PUT LIFETIME), ``/ws/v1/cluster/apps/{id}/appattempts`` and
 ``/ws/v1/cluster/scheduler``; for logs, a log server's or NodeManager's
 ``/ws/v1/node/containers/{container}/logs/{file}`` (Hadoop 3 NodeManager REST API).
+
+A log server answers a file the container does not have with 200 and the body "Can not find logs for
+container:..." (3.1.1's timeline server: observed): that is no file, not its content. Aggregated files
+come wrapped (``Container: ... LogContents:`` before, ``End of LogType:...`` after): the wrapping is taken
+off.
 """
 
 import logging
@@ -32,6 +37,9 @@ log = logging.getLogger(__name__)
 ACTIVE_STATES = ("NEW", "NEW_SAVING", "SUBMITTED", "ACCEPTED", "RUNNING")
 FINAL_STATES = ("FINISHED", "FAILED", "KILLED")
 LOG_FILES = ("stdout", "stderr")
+NOT_SERVED = b"Can not find logs for container"
+LOG_CONTENTS = b"\nLogContents:\n"
+LOG_END = b"\nEnd of LogType:"
 
 
 class NotFound(ResourceManagerError, LookupError):
@@ -205,8 +213,8 @@ class ResourceManager:
             files = {}
             for name in LOG_FILES:
                 content = self._fetch(f"{base}/containers/{container}/logs/{name}", max_bytes)
-                if content is not None:
-                    files[name] = content
+                if content is not None and not content.startswith(NOT_SERVED):
+                    files[name] = unwrap(content)
             if files:
                 return source, files
         return f"none (log aggregation {status}; no log server or NodeManager served them)", {}
@@ -225,3 +233,12 @@ class ResourceManager:
         except requests.RequestException as exc:
             log.info("YARN: fetching %s failed: %s", url, exc)
             return None
+
+
+def unwrap(content: bytes) -> bytes:
+    """An aggregated log file's own content, without Hadoop's wrapping (a file as written, unchanged)."""
+    if not content.startswith(b"Container: ") or LOG_CONTENTS not in content:
+        return content
+    body = content.split(LOG_CONTENTS, 1)[1]
+    end = body.rfind(LOG_END)
+    return body[:end] if end >= 0 else body
