@@ -312,3 +312,23 @@ def test_configured_organisations_sync_into_the_workspace(
     refused = sync_organisation("sesr", syncs["sesr"])
     assert refused.tasks == ()
     assert "may not schedule tasks for codops 'chrts' (allowed: sesr)" in refused.problems[0]
+
+
+def test_first_syncs_of_many_organisations_at_once_install_the_askpass_helper_once(tmp_path: Path) -> None:
+    codops = [f"org{i:02d}" for i in range(12)]
+    heads = {c: Upstream(tmp_path / c, c).commit(tasks_yaml(c, "job")) for c in codops}
+    syncs = [make_sync(tmp_path, str(tmp_path / c / "srv" / f"{c}.git"), codops=c) for c in codops]
+    start = threading.Barrier(len(syncs))
+    results: dict[str, SyncResult] = {}
+
+    def first_sync(sync: RepositorySync) -> None:
+        start.wait()
+        results[sync.codops] = sync.sync()
+
+    threads = [threading.Thread(target=first_sync, args=(sync,)) for sync in syncs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert {c: (r.commit, r.error) for c, r in results.items()} == {c: (heads[c], None) for c in codops}
+    assert sorted(p.name for p in (tmp_path / "ws" / "bin").iterdir()) == ["git-askpass"]  # no leftovers
