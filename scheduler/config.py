@@ -22,6 +22,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PositiveInt,
     SecretStr,
     StrictBool,
     StrictStr,
@@ -161,6 +162,10 @@ class YarnSettings(_Model):
 
 class GitSettings(_Model):
     timeout: Seconds = 120.0  # every git operation is killed after this long
+    # One ls-remote answer serves every sync of a (URL, branch) this long: a run's commit is the branch
+    # head as of at most this long before it starts (a push webhook ends the window at once).
+    freshness: Seconds = 2.0
+    parallel: PositiveInt = 8  # git network operations (ls-remote, fetch) at a time, all organisations
 
 
 class ArtifactSettings(_Model):
@@ -315,6 +320,7 @@ class Config(_Model):
         for section, key in (("loops", "timeout"), ("loops", "metadata_timeout"), ("loops", "pause")):
             data[section][key] = format_duration(data[section][key])
         data["git"]["timeout"] = format_duration(self.git.timeout)
+        data["git"]["freshness"] = format_duration(self.git.freshness)
         data["artifacts"]["prune_interval"] = format_duration(self.artifacts.prune_interval)
 
         for key in ("backoff", "max_backoff"):
