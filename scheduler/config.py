@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler.durations import Seconds, format_duration
+from scheduler.durations import Seconds, SecondsOrZero, format_duration
 from scheduler.errors import ConfigError
 from scheduler.limits import LoopLimits
 from scheduler.names import codops_problem
@@ -109,6 +109,7 @@ class HttpSettings(_Model):
     host: StrictStr = "127.0.0.1"  # the Helm chart sets 0.0.0.0
     port: int = Field(8080, ge=0, le=65535)
     api_token_env: EnvName = "PEACH_API_TOKEN"  # noqa: S105 (a variable name) bearer token for trigger/kill, by reference
+    webhook_secret_env: EnvName = "PEACH_WEBHOOK_SECRET"  # noqa: S105 (a variable name) push webhooks' secret
 
 
 class LoopSettings(_Model):
@@ -164,7 +165,7 @@ class GitSettings(_Model):
     timeout: Seconds = 120.0  # every git operation is killed after this long
     # One ls-remote answer serves every sync of a (URL, branch) this long: a run's commit is the branch
     # head as of at most this long before it starts (a push webhook ends the window at once).
-    freshness: Seconds = 2.0
+    freshness: SecondsOrZero = 2.0  # 0: every sync asks the remote
     parallel: PositiveInt = 8  # git network operations (ls-remote, fetch) at a time, all organisations
 
 

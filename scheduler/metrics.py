@@ -230,6 +230,13 @@ class Metrics:
             "Times the YARN client moved to another ResourceManager (HA failover).",
             registry=r,
         )
+        self.webhooks = Counter(
+            "peach_webhooks",
+            "Push webhook deliveries, by source (gitlab, github, gitea, forgejo, unknown) and outcome "
+            "(changed, ignored, refused: bad signature, invalid: not a push event).",
+            ["source", "outcome"],
+            registry=r,
+        )
         self._live = _Live(clock)
         r.register(self._live)
 
@@ -300,6 +307,9 @@ class Metrics:
     def resourcemanager_event(self, event: str) -> None:
         """The YARN client's ``error`` (no ResourceManager answered) or ``failover``."""
         (self.rm_failovers if event == "failover" else self.rm_errors).inc()
+
+    def webhook(self, source: str, outcome: str) -> None:
+        self.webhooks.labels(label(source), label(outcome)).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).

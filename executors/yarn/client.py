@@ -14,11 +14,12 @@ The endpoints used (Hadoop "ResourceManager REST APIs"): ``/ws/v1/cluster/apps?a
 
 A log server answers a file the container does not have with 200 and the body "Can not find logs for
 container:..." (3.1.1's timeline server: observed): that is no file, not its content. Aggregated files
-come wrapped (``Container: ... LogContents:`` before, ``End of LogType:...`` after): the wrapping is taken
-off.
+come wrapped (``Container: ... LogContents:`` before, ``End of LogType:...`` and a line of stars after; a
+NodeManager adds the end lines too): the wrapping is taken off.
 """
 
 import logging
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ LOG_FILES = ("stdout", "stderr")
 AGGREGATING = ("NOT_START", "RUNNING", "RUNNING_WITH_FAILURE")  # logAggregationStatus while it goes
 NOT_SERVED = b"Can not find logs for container"
 LOG_CONTENTS = b"\nLogContents:\n"
-LOG_END = b"\nEnd of LogType:"
+LOG_END = re.compile(rb"\n?End of LogType:[^\n]*\n\**\s*\Z")  # NodeManagers add it too (observed on 3.1.1)
 
 
 class NotFound(ResourceManagerError, LookupError):
@@ -251,8 +252,6 @@ class ResourceManager:
 
 def unwrap(content: bytes) -> bytes:
     """An aggregated log file's own content, without Hadoop's wrapping (a file as written, unchanged)."""
-    if not content.startswith(b"Container: ") or LOG_CONTENTS not in content:
-        return content
-    body = content.split(LOG_CONTENTS, 1)[1]
-    end = body.rfind(LOG_END)
-    return body[:end] if end >= 0 else body
+    if content.startswith(b"Container: ") and LOG_CONTENTS in content:
+        content = content.split(LOG_CONTENTS, 1)[1]
+    return LOG_END.sub(b"", content)

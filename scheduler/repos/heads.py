@@ -10,6 +10,7 @@ git network operations (ls-remote, fetch) run at a time, across all organisation
 import threading
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 
 class RemoteHeads:
@@ -43,3 +44,14 @@ class RemoteHeads:
         """The branch moved (a push webhook said so): the next sync asks the remote."""
         with self._lock:
             self._answers.pop((url, branch), None)
+
+
+def repository_key(url: str) -> str:
+    """One spelling for every URL of a repository: host and path, lowercased, without scheme, user, port,
+    ``.git`` or trailing slash (``git@host:org/repo.git`` and ``https://host/org/repo`` agree)."""
+    url = url.strip()
+    if "://" not in url and ":" in url.split("/", 1)[0]:  # scp-like ssh: git@host:org/repo.git
+        url = "ssh://" + url.replace(":", "/", 1)
+    parts = urlsplit(url if "://" in url else f"file://{url}")
+    path = parts.path.rstrip("/").removesuffix(".git")
+    return f"{(parts.hostname or '').lower()}/{path.lstrip('/')}".lower()

@@ -344,6 +344,11 @@ def test_unwrap_keeps_a_file_as_written() -> None:
     assert unwrap(b"plain output\n") == b"plain output\n"
     assert unwrap(wrapped[:62]) == b"ab"  # capped inside its contents
     assert unwrap(wrapped[:30]) == wrapped[:30]  # capped before them: left as it is
+    stars = b"*" * 71
+    assert unwrap(b"\nEnd of LogType:stdout\n" + stars + b"\n\n") == b""  # a NodeManager's empty file
+    assert unwrap(b"x\n\nEnd of LogType:stderr\n" + stars + b"\n") == b"x\n"
+    said = b"End of LogType:stdout\nmore\n"  # the task's own words, not Hadoop's last lines
+    assert unwrap(said) == said
 
 
 def running(run_id: str, tmp_path: Path, deadline: float | None, log: bytes | None = None) -> RunningRun:
