@@ -284,6 +284,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.webhooks = Counter(
+            "peach_webhooks",
+            "Push webhook deliveries, by source (gitlab, github, gitea, forgejo, unknown) and outcome "
+            "(changed, ignored, refused: bad signature, invalid: not a push event).",
+            ["source", "outcome"],
+            registry=r,
+        )
         self._live = _Live(clock)
         r.register(self._live)
         self._capacity = _Capacity()
@@ -368,6 +375,9 @@ class Metrics:
     def config_reload(self, result: str) -> None:
         """A configuration reload ended: ``applied``, ``unchanged`` or ``invalid``."""
         self.config_reloads.labels(label(result)).inc()
+
+    def webhook(self, source: str, outcome: str) -> None:
+        self.webhooks.labels(label(source), label(outcome)).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).

@@ -124,6 +124,7 @@ class Loop(threading.Thread):
         self._taken: dict[tuple[str, str], Trigger] = {}  # manual triggers of this pass not yet run
         self.retired = threading.Event()  # no new run: the organisation left the configuration
         self._pass_started = datetime.now(UTC)
+        self._wakeup = threading.Event()
 
     @property
     def ending(self) -> bool:
@@ -133,13 +134,18 @@ class Loop(threading.Thread):
     def run(self) -> None:
         while not self.ending:
             self.run_pass()
-            resume = time.monotonic() + self.pause
-            while not self.ending and (left := resume - time.monotonic()) > 0:
-                self.runtime.stopping.wait(min(left, 0.5))  # a retirement is seen within half a second
+            self._wakeup.wait(self.pause)
+            self._wakeup.clear()
+
+    def wake(self) -> None:
+        """End the pause now (a trigger, a push, the service stopping): the next pass starts at once, or
+        right after the running one."""
+        self._wakeup.set()
 
     def retire(self) -> None:
         """Start no new run; the running one finishes (never killed) and the thread ends."""
         self.retired.set()
+        self.wake()
 
     def run_pass(self) -> list[Run]:
         started = time.monotonic()

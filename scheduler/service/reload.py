@@ -32,6 +32,8 @@ RESTART_ONLY = (
     "environments",
     "artifacts.root",
     "artifacts.prune_interval",
+    "git.freshness",
+    "git.parallel",
     "yarn.resourcemanagers",
     "yarn.log_server",
     "yarn.timeout",
@@ -93,8 +95,9 @@ def effective(old: Config, new: Config) -> Config:
     artifacts = new.artifacts.model_copy(
         update={"root": old.artifacts.root, "prune_interval": old.artifacts.prune_interval}
     )
+    git = new.git.model_copy(update={"freshness": old.git.freshness, "parallel": old.git.parallel})
     kept = {k: getattr(old, k) for k in ("workspace", "state_url", "http", "environments")}
-    return new.model_copy(update={**kept, "yarn": yarn, "artifacts": artifacts})
+    return new.model_copy(update={**kept, "yarn": yarn, "artifacts": artifacts, "git": git})
 
 
 def changes(old: Config, new: Config) -> list[str]:
