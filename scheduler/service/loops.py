@@ -280,13 +280,21 @@ class Loop(threading.Thread):
 class OrganisationLoop(Loop):
     """The loop of one organisation: its own tasks, one at a time, in name order."""
 
-    def __init__(self, organisation: OrganisationSource, pause: float) -> None:
+    def __init__(
+        self,
+        organisation: OrganisationSource,
+        pause: float,
+        configured: Mapping[str, OrganisationSource] | None = None,
+    ) -> None:
+        """``configured``: the organisations configured now (a retired loop leaves the tasks of one that
+        came back meanwhile alone)."""
         super().__init__(organisation.codops, organisation.runtime, pause)
-        self.organisation = organisation
+        self.organisation, self.configured = organisation, configured
 
     def run(self) -> None:
         super().run()
-        if self.retired.is_set() and not self.runtime.stopping.is_set():  # removed from the configuration
+        back = self.configured is not None and self.loop_name in self.configured
+        if self.retired.is_set() and not self.runtime.stopping.is_set() and not back:  # removed
             try:
                 self.runtime.store.upsert_tasks(self.loop_name, ())
                 self.runtime.store.replace_problems(self.loop_name, self.loop_name, ())

@@ -126,7 +126,9 @@ class Service:
             for codops, syncs in repository_syncs(config, environ, self.heads).items()
         }
         pause = config.loops.pause
-        self.loops: list[Loop] = [OrganisationLoop(org, pause) for org in self.organisations.values()]
+        self.loops: list[Loop] = [
+            OrganisationLoop(org, pause, self.organisations) for org in self.organisations.values()
+        ]
         self.metadata = MetadataLoop(
             self.organisations, self.board, self.runtime, pause, config.loops.metadata_parallel
         )
@@ -337,7 +339,7 @@ class Service:
 
     def _add_organisation(self, codops: str, syncs: tuple[RepositorySync, ...], pause: float) -> None:
         organisation = OrganisationSource(codops, syncs, self.runtime, self.board)
-        loop = OrganisationLoop(organisation, pause)
+        loop = OrganisationLoop(organisation, pause, self.organisations)
         self.organisations[codops] = organisation
         self.loops.append(loop)
         if self._started:
