@@ -25,6 +25,7 @@ LAYERS = {
         "scheduler.yamlfile",
         "scheduler.config",
         "scheduler.metrics",
+        "scheduler.exposition",
     ),
     "spec": ("scheduler.spec",),
     "executors": ("executors",),
