@@ -230,6 +230,13 @@ class Metrics:
             "Times the YARN client moved to another ResourceManager (HA failover).",
             registry=r,
         )
+        self.notifications = Counter(
+            "peach_notifications",
+            "Notification deliveries by channel (email, webhook) and result: sent, retried (an attempt "
+            "failed, another is due), failed (gave up), refused (not allowed or not configured), dropped.",
+            ["channel", "result"],
+            registry=r,
+        )
         self._live = _Live(clock)
         r.register(self._live)
 
@@ -300,6 +307,10 @@ class Metrics:
     def resourcemanager_event(self, event: str) -> None:
         """The YARN client's ``error`` (no ResourceManager answered) or ``failover``."""
         (self.rm_failovers if event == "failover" else self.rm_errors).inc()
+
+    def notification(self, channel: str, result: str) -> None:
+        """A notification delivery's ``result`` on ``channel`` (``scheduler.notify``)."""
+        self.notifications.labels(label(channel), label(result)).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).

@@ -25,6 +25,7 @@ LAYERS = {
         "scheduler.status",
         "scheduler.yamlfile",
         "scheduler.config",
+        "scheduler.notifysettings",
         "scheduler.metrics",
     ),
     "spec": ("scheduler.spec",),
@@ -32,6 +33,7 @@ LAYERS = {
     "queues": ("queues",),
     "repos": ("scheduler.repos",),
     "store": ("scheduler.store",),
+    "notify": ("scheduler.notify",),
     "runs": ("scheduler.runs",),
     "http": ("scheduler.http",),
     "service": ("scheduler.service",),
@@ -44,9 +46,10 @@ MAY_IMPORT = {
     "queues": {"ground", "executors", "queues"},
     "repos": {"ground", "spec", "repos"},
     "store": {"ground", "spec", "store"},
-    "runs": {"ground", "spec", "executors", "repos", "store", "runs"},
+    "notify": {"ground", "spec", "store", "notify"},
+    "runs": {"ground", "spec", "executors", "repos", "store", "notify", "runs"},
     "http": {"ground", "spec", "store", "runs", "http"},
-    "service": {"ground", "spec", "executors", "repos", "store", "runs", "http", "service"},
+    "service": {"ground", "spec", "executors", "repos", "store", "notify", "runs", "http", "service"},
     "cli": set(LAYERS),
 }
 

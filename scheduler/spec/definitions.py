@@ -20,6 +20,7 @@ from scheduler.names import METADATA_LOOP, codops_problem, task_name_problem
 from scheduler.spec import requirements
 from scheduler.spec.files import NotRegularFile, TooLarge, read_regular, shown
 from scheduler.spec.notebooks import Extracted, Source
+from scheduler.spec.notifyspec import NOTIFY_KEYS
 from scheduler.spec.taskspec import FILE_KEYS, TASK_KEYS, ExecutorKind, TaskDefinition
 from scheduler.yamlfile import MAX_FILE_BYTES, Document, YamlError, load_bytes
 
@@ -428,6 +429,8 @@ def _unknown_key(key: str, known: tuple[str, ...], where: str) -> str:
 
 def _pydantic_message(error: Any) -> str:
     loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 2 and error["loc"][0] == "notify":
+        return _unknown_key(str(error["loc"][-1]), NOTIFY_KEYS, "notify")
     if error["type"] == "extra_forbidden":
         return _unknown_key(str(error["loc"][-1]), TASK_KEYS, "task")
     if error["type"] == "missing":
