@@ -39,6 +39,16 @@ def _seconds(value: float | None) -> str:
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def choose(dropdown: widgets.Dropdown, options: Sequence[str]) -> None:
+    """New options for ``dropdown``, keeping its value when it is still one of them, else the first."""
+    current = dropdown.value
+    if list(dropdown.options) != list(options):
+        dropdown.options = list(options)
+    wanted = current if current in options else (options[0] if options else None)
+    if dropdown.value != wanted:
+        dropdown.value = wanted
+
+
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> str:
     if not rows:
         return f"<p><i>{html.escape(empty)}</i></p>"
@@ -108,7 +118,7 @@ def duration_chart(points: Sequence[DurationPoint]) -> str:
 
 class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """The view. Its parts are public for scripts and tests: ``organisation``, ``tasks_table``,
-    ``task``, ``runs_table``, ``chart``, ``log_run``, ``show_below``, ``log``, ``message``; the rows
+    ``task``, ``runs_table``, ``chart``, ``log_run``, ``show_below``, ``logs``, ``message``; the rows
     shown are ``task_rows`` and ``run_rows``."""
 
     def __init__(self, client: Client, *, refresh: float = 5.0, runs_shown: int = 50) -> None:
@@ -120,7 +130,7 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.chart = widgets.HTML()
         self.log_run = widgets.Dropdown(description="Logs of", options=[ALL_RUNS])
         self.show_below = widgets.Button(description="Show below")
-        self.log = widgets.Textarea(layout=widgets.Layout(width="100%", height="320px"), disabled=True)
+        self.logs = widgets.Textarea(layout=widgets.Layout(width="100%", height="320px"), disabled=True)
         self.message = widgets.HTML()
         self.task_rows: list[tuple[str, str, str, str, str]] = []
         self.run_rows: list[tuple[str, str, str, str, str]] = []
@@ -138,7 +148,7 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self.runs_table,
                 self.chart,
                 widgets.HBox([self.log_run, self.show_below]),
-                self.log,
+                self.logs,
             ]
         )
         self.organisation.observe(lambda _: self._organisation_chosen(), names="value")
@@ -155,18 +165,18 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def _load_organisations(self) -> None:
         found = self._call(self.client.organisations)
         if found is not None:
-            self.organisation.options = [org.codops for org in found]
+            choose(self.organisation, [org.codops for org in found])
 
     def _organisation_chosen(self) -> None:
         with self._lock:
             self._tasks = {}
-            self.task.options = []
+            choose(self.task, [])
             self.refresh_tasks()
 
     def _task_chosen(self) -> None:
         with self._lock:
             self._shown = None
-            self.log.value = ""
+            self.logs.value = ""
             self.refresh_runs()
 
     def show_logs(self) -> None:
@@ -180,10 +190,10 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                     chunk = self._call(lambda run=run: self.client.log(run))
                     body = chunk.text if chunk else "(log unavailable)"
                     parts.append(f"===== {run.id} {run.status} ({run.short_version or '-'}) =====\n{body}")
-                self.log.value = "\n".join(parts)
+                self.logs.value = "\n".join(parts)
                 return
             chunk = self._call(lambda: self.client.log(choice))
-            self.log.value = chunk.text if chunk else ""
+            self.logs.value = chunk.text if chunk else ""
             self._shown = (choice, chunk.next if chunk else 0)
 
     # -- refreshing -------------------------------------------------------------------------------------
@@ -201,10 +211,10 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self.task_rows = task_rows(found)
             headers = ("task", "state", "last status", "last start", "last duration")
             self.tasks_table.value = html_table(headers, self.task_rows, f"{codops} has no task")
-            names = [t.task for t in found]
-            if list(self.task.options) != names:
-                self.task.options = names  # keeps the value when it is still there
             chosen = self.task.value
+            choose(self.task, [t.task for t in found])
+            if self.task.value != chosen:
+                return  # another task is chosen: its runs were just read
             before, now = (
                 previous.get(chosen) if chosen else None,
                 self._tasks.get(chosen) if chosen else None,
@@ -219,7 +229,7 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if not codops or not name:
             self._runs, self.run_rows = [], []
             self.runs_table.value = self.chart.value = ""
-            self.log_run.options = [ALL_RUNS]
+            choose(self.log_run, [ALL_RUNS])
             return
         runs = self._call(lambda: self.client.runs(codops, name, limit=self.runs_shown))
         points = self._call(lambda: self.client.durations(codops, name))
@@ -229,9 +239,7 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self.run_rows = run_rows(runs)
                 headers = ("run", "version", "start", "status", "duration")
                 self.runs_table.value = html_table(headers, self.run_rows, f"{name} has not run yet")
-                chosen = self.log_run.value
-                self.log_run.options = [ALL_RUNS, *(r.id for r in runs)]
-                self.log_run.value = chosen if chosen in self.log_run.options else ALL_RUNS
+                choose(self.log_run, [ALL_RUNS, *(r.id for r in runs)])
             if points is not None:
                 self.chart.value = duration_chart(points)
 
@@ -247,7 +255,7 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if chunk is not None and chunk.data:
             with self._lock:
                 if self._shown == shown:
-                    self.log.value += chunk.text
+                    self.logs.value += chunk.text
                     self._shown = (shown[0], chunk.next)
 
     def refresh(self) -> None:
