@@ -237,6 +237,13 @@ class Metrics:
             ["channel", "result"],
             registry=r,
         )
+        self.webhooks = Counter(
+            "peach_webhooks",
+            "Push webhook deliveries, by source (gitlab, github, gitea, forgejo, unknown) and outcome "
+            "(changed, ignored, refused: bad signature, invalid: not a push event).",
+            ["source", "outcome"],
+            registry=r,
+        )
         self._live = _Live(clock)
         r.register(self._live)
 
@@ -311,6 +318,9 @@ class Metrics:
     def notification(self, channel: str, result: str) -> None:
         """A notification delivery's ``result`` on ``channel`` (``scheduler.notify``)."""
         self.notifications.labels(label(channel), label(result)).inc()
+
+    def webhook(self, source: str, outcome: str) -> None:
+        self.webhooks.labels(label(source), label(outcome)).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).
