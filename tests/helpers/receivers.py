@@ -17,6 +17,7 @@ from typing import Any
 
 import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from tests.helpers.backends import free_port
 
@@ -38,9 +39,27 @@ class Mailbox:
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[int, Mailbox]]:
+def smtp_server(
+    ca_file: Path | None = None, login: tuple[str, str] | None = None
+) -> Iterator[tuple[int, Mailbox]]:
+    """An SMTP server on 127.0.0.1; with ``ca_file``, STARTTLS required (certificate from a CA written
+    there); with ``login``, AUTH required (after STARTTLS) with that user name and password."""
     mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    options: dict[str, Any] = {}
+    if ca_file is not None:
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(ca_file))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+        options.update(tls_context=context, require_starttls=True)
+    if login is not None:
+
+        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+            given = (data.login.decode(), data.password.decode())
+            return AuthResult(success=given == login)
+
+        options.update(authenticator=authenticator, auth_required=True, auth_require_tls=ca_file is not None)
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), **options)
     controller.start()
     try:
         yield controller.port, mailbox

@@ -193,3 +193,22 @@ def test_refusals_and_permanent_failures(tmp_path: Path, store: Store) -> None:
         assert counted(metrics) == {("email", "refused"): 1.0}
     finally:
         without_smtp.stop()
+
+
+def test_email_over_starttls_with_login(tmp_path: Path, store: Store) -> None:
+    """The relay as operators have it: STARTTLS required (its CA in ``notifications.ca_file``) and a login
+    whose password comes from the environment variable ``smtp.password_env`` names."""
+    with smtp_server(tmp_path / "ca.pem", login=("peach", "pw-from-env")) as (port, mailbox):
+        smtp = {"host": "localhost", "port": port, "username": "peach", "password_env": "SMTP_PW"}
+        settings = NotificationSettings.model_validate({"smtp": smtp, "ca_file": str(tmp_path / "ca.pem")})
+        org = OrganisationNotifications(email=("team@example.org",))
+        metrics = Metrics()
+        notifier = Notifier(settings, {"alpha": org}, store, metrics, {"SMTP_PW": "pw-from-env"})
+        notifier.start()
+        try:
+            notifier.run_finished(fail_once(store), None)
+            wait_for(lambda: mailbox.messages, 30, "the email")
+            assert mailbox.envelopes == [["team@example.org"]]
+            assert counted(metrics) == {("email", "sent"): 1.0}
+        finally:
+            notifier.stop()
