@@ -22,7 +22,6 @@ import ipywidgets as widgets
 from peach_client.client import Client, DurationPoint, PeachClientError, Run, Task
 
 ALL_RUNS = "all runs"
-FAILED = frozenset({"FAILED", "TIMED_OUT", "LOST", "KILLED"})
 LOG_RUNS = 10  # "all runs" shows the logs of this many recent runs
 CHART_W, CHART_H, PAD = 640, 180, 36
 

@@ -2,6 +2,8 @@
 write (errors naming the file, line and key), and what the notifier refuses or gives up, against a real
 state database, a real SMTP server and a real HTTPS receiver."""
 
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +214,31 @@ def test_email_over_starttls_with_login(tmp_path: Path, store: Store) -> None:
             assert counted(metrics) == {("email", "sent"): 1.0}
         finally:
             notifier.stop()
+
+
+def test_a_webhook_host_the_organisation_does_not_allow_is_a_warning(tmp_path: Path) -> None:
+    """Where the operator's settings are known (the service, ``validate --config``), the author is told at
+    load time; the task still loads and runs, its webhook is not called."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    assert (
+        definitions(repo, "webhook: https://hooks.elsewhere.org/x\n") == []
+    )  # settings unknown: not checked
+    allowed = {"alpha": OrganisationNotifications(webhook_hosts=("*.example.org",), webhook_secret_env="K")}
+    found = load_definitions(repo, notifications=allowed)
+    assert [t.name for t in found.tasks] == ["t"]
+    assert [str(p) for p in found.problems] == [
+        "peach.yaml:7: warning: task 't': notify.webhook: host 'hooks.elsewhere.org' is not allowed for alpha"
+        " (webhook_hosts: *.example.org); it will not be called"
+    ]
+
+    config = tmp_path / "peach.yaml"
+    config.write_text(
+        "organisations:\n  alpha:\n    notifications:\n      webhook_hosts: ['*.example.org']\n"
+        "      webhook_secret_env: K\n"
+    )
+    command = [sys.executable, "-m", "scheduler.cli.main", "validate", str(repo), "--config", str(config)]
+    lenient = subprocess.run(command, capture_output=True, text=True, check=False)
+    strict = subprocess.run([*command, "--strict"], capture_output=True, text=True, check=False)
+    assert lenient.returncode == 0 and "is not allowed for alpha" in lenient.stdout + lenient.stderr
+    assert strict.returncode == 1
