@@ -243,19 +243,23 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self.chart.value = duration_chart(points)
 
     def _tail(self) -> None:
-        """Append what the shown run added to its log since the last look, while it runs."""
+        """Append what the shown run added to its log since the last look, while it runs, and once more
+        when it has ended (its last lines); then stop following it."""
         shown = self._shown
         if shown is None:
             return
         run = next((r for r in self._runs if r.id == shown[0]), None)
-        if run is None or run.finished:
+        if run is None:
             return
         chunk = self._call(lambda: self.client.log(shown[0], shown[1]))
-        if chunk is not None and chunk.data:
-            with self._lock:
-                if self._shown == shown:
-                    self.logs.value += chunk.text
-                    self._shown = (shown[0], chunk.next)
+        with self._lock:
+            if self._shown != shown:
+                return  # another run was chosen meanwhile
+            if chunk is not None and chunk.data:
+                self.logs.value += chunk.text
+                self._shown = (shown[0], chunk.next)
+            if run.finished and chunk is not None:
+                self._shown = None
 
     def refresh(self) -> None:
         """One refresh: what the background thread does every ``refresh`` seconds."""

@@ -83,12 +83,17 @@ def test_the_notebook_view_on_a_real_kernel(service: Service, tmp_path: Path) ->
         " 'chosen': view.task.value}))",
         "view.task.value = 'broken'\nview.log_run.value = view.run_rows[0][0]\nview.show_below.click()\n"
         "print(json.dumps({'runs': view.run_rows, 'log': view.logs.value, 'chart': view.chart.value}))",
+        "view.task.value = 'zgated'\nview.log_run.value = view.run_rows[0][0]\nview.show_logs()\n"
+        "before = view.logs.value\n"
         f"open({str(tmp_path / 'gate')!r}, 'w').close()\n"
         "deadline = time.monotonic() + 120\n"
         "def status(): return {r[0]: r[2] for r in view.task_rows}['zgated']\n"
         "while time.monotonic() < deadline and status() != 'SUCCEEDED':\n"
         "    time.sleep(0.05)\n"
-        "print(json.dumps(view.task_rows))",
+        "deadline = time.monotonic() + 60\n"
+        "while time.monotonic() < deadline and 'through the gate' not in view.logs.value:\n"
+        "    time.sleep(0.05)\n"
+        "print(json.dumps({'tasks': view.task_rows, 'before': before, 'after': view.logs.value}))",
     ]
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
@@ -109,17 +114,22 @@ def test_the_notebook_view_on_a_real_kernel(service: Service, tmp_path: Path) ->
     assert "RuntimeError: boom" in chosen["log"]
     assert "class='failure'" in chosen["chart"] and "class='success'" not in chosen["chart"]
 
-    refreshed = {row[0]: row for row in printed(notebook.cells[3])}
+    last = printed(notebook.cells[3])
+    refreshed = {row[0]: row for row in last["tasks"]}
     assert refreshed["zgated"][1:3] in (["FINISHED", "SUCCEEDED"], ["PENDING", "SUCCEEDED"])
+    # the running run's log, followed while it ran: its last lines were added to what was shown
+    assert "waiting for the gate" in last["before"] and "through the gate" not in last["before"]
+    assert last["after"].startswith(last["before"]) and "through the gate" in last["after"]
 
     # what the kernel synchronised to the front end
     states = widget_states(notebook)
     organisations = dropdown(states, "Organisation")
     assert organisations["_options_labels"] == ["alpha"] and organisations["index"] == 0
     tasks = dropdown(states, "Task")
-    assert tasks["_options_labels"] == ["broken", "quick", "zgated"] and tasks["index"] == 0
+    assert tasks["_options_labels"] == ["broken", "quick", "zgated"] and tasks["index"] == 2
     tables = [s["value"] for s in states if s["model"] == "HTMLModel"]
     assert any("<td>zgated</td><td>" in t and "SUCCEEDED" in t and "<td>quick</td>" in t for t in tables)
-    assert any(f"<td>{broken.id}</td>" in t for t in tables)  # the runs table of the chosen task
+    gated = store.list_runs(codops="alpha", task="zgated")[0]
+    assert any(f"<td>{gated.id}</td>" in t for t in tables)  # the runs table of the chosen task
     logs = [s["value"] for s in states if s["model"] == "TextareaModel"]
-    assert len(logs) == 1 and "RuntimeError: boom" in logs[0]
+    assert len(logs) == 1 and "through the gate" in logs[0]
