@@ -275,8 +275,10 @@ class TasksInfo(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 self.message.value = f"<b>refresh failed:</b> {html.escape(repr(exc))}"
 
     def close(self) -> None:
+        """Stop refreshing, close the widgets and the client's connections."""
         self._stop.set()
         super().close()
+        self.client.close()
 
     def _call(self, read: Any) -> Any:
         """``read()``, or None with the error shown in the view (the service may be down a moment)."""
