@@ -329,6 +329,12 @@ class Config(_Model):
 
         for key in ("backoff", "max_backoff"):
             data["environments"][key] = format_duration(data["environments"][key])
+        for key in ("timeout", "backoff", "max_backoff"):
+            data["notifications"][key] = format_duration(data["notifications"][key])
+        if data["notifications"]["smtp"]:
+            data["notifications"]["smtp"]["timeout"] = format_duration(
+                data["notifications"]["smtp"]["timeout"]
+            )
         data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
         return data
 

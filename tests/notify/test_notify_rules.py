@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from scheduler.config import load_config
 from scheduler.errors import ConfigError
@@ -127,7 +128,9 @@ def test_operator_settings_load(tmp_path: Path) -> None:
     alpha = config.organisations["alpha"].notifications
     assert alpha.allows("hooks.example.org") and not alpha.allows("example.org.evil.net")
     assert alpha.webhook_secret_file == tmp_path / "hook.key"
-    assert "SMTP_PW" in config.show()
+    shown = yaml.safe_load(config.show())["notifications"]
+    assert shown["smtp"]["password_env"] == "SMTP_PW" and shown["smtp"]["timeout"] == "30s"
+    assert (shown["backoff"], shown["max_backoff"]) == ("30s", "1h")
 
 
 @pytest.fixture
