@@ -225,6 +225,11 @@ class Metrics:
             "YARN ResourceManager REST calls that failed on every address after the retries.",
             registry=r,
         )
+        self.rm_requests = Counter(
+            "peach_resourcemanager_requests",
+            "YARN ResourceManager REST calls made (every attempt; rate() gives calls per second).",
+            registry=r,
+        )
         self.rm_failovers = Counter(
             "peach_resourcemanager_failovers",
             "Times the YARN client moved to another ResourceManager (HA failover).",
@@ -312,8 +317,8 @@ class Metrics:
         self.state_errors.labels(label(source)).inc()
 
     def resourcemanager_event(self, event: str) -> None:
-        """The YARN client's ``error`` (no ResourceManager answered) or ``failover``."""
-        (self.rm_failovers if event == "failover" else self.rm_errors).inc()
+        """The YARN client's ``request``, ``failover`` or ``error`` (no ResourceManager answered)."""
+        {"request": self.rm_requests, "failover": self.rm_failovers}.get(event, self.rm_errors).inc()
 
     def notification(self, channel: str, result: str) -> None:
         """A notification delivery's ``result`` on ``channel`` (``scheduler.notify``)."""
