@@ -246,6 +246,13 @@ class Metrics:
             "Times the YARN client moved to another ResourceManager (HA failover).",
             registry=r,
         )
+        self.notifications = Counter(
+            "peach_notifications",
+            "Notification deliveries by channel (email, webhook) and result: sent, retried (an attempt "
+            "failed, another is due), failed (gave up), refused (not allowed or not configured), dropped.",
+            ["channel", "result"],
+            registry=r,
+        )
         self.webhooks = Counter(
             "peach_webhooks",
             "Push webhook deliveries, by source (gitlab, github, gitea, forgejo, unknown) and outcome "
@@ -322,6 +329,10 @@ class Metrics:
     def resourcemanager_event(self, event: str) -> None:
         """The YARN client's ``request``, ``failover`` or ``error`` (no ResourceManager answered)."""
         {"request": self.rm_requests, "failover": self.rm_failovers}.get(event, self.rm_errors).inc()
+
+    def notification(self, channel: str, result: str) -> None:
+        """A notification delivery's ``result`` on ``channel`` (``scheduler.notify``)."""
+        self.notifications.labels(label(channel), label(result)).inc()
 
     def webhook(self, source: str, outcome: str) -> None:
         self.webhooks.labels(label(source), label(outcome)).inc()

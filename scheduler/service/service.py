@@ -33,6 +33,7 @@ from scheduler.http import dashboard
 from scheduler.http.api import create_app
 from scheduler.metrics import Metrics
 from scheduler.names import METADATA_LOOP
+from scheduler.notify.notifier import Notifier
 from scheduler.repos.heads import RemoteHeads, repository_key
 from scheduler.repos.sync import repository_syncs
 from scheduler.runs import reruns
@@ -90,7 +91,16 @@ class Service:
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
-        self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits, artifacts=policy)
+        self.notifier = Notifier(
+            config.notifications,
+            {codops: org.notifications for codops, org in config.organisations.items()},
+            self.store,
+            self.metrics,
+            environ,
+        )
+        self.runtime = Runtime(
+            self.store, self.metrics, executors, config.loops.limits, artifacts=policy, notifier=self.notifier
+        )
         self.housekeeping = Housekeeping(
             self.store, self.metrics, policy, config.artifacts.prune_interval, self.remove_rerun_leftovers
         )
@@ -172,6 +182,7 @@ class Service:
         return True
 
     def start(self) -> None:
+        self.notifier.start()
         self.recover()
         self.start_http()
         self.housekeeping.start()
@@ -181,6 +192,7 @@ class Service:
 
     def once(self) -> list[Run]:
         """Settle leftovers, then one pass of every loop (concurrently); the runs of that pass."""
+        self.notifier.start()
         self.recover()
         for organisation in self.organisations.values():
             organisation.sync()  # so that the metadata loop knows every organisation's metadata tasks
@@ -223,6 +235,7 @@ class Service:
             thread.join()
 
     def close(self) -> None:
+        self.notifier.stop()
         self.housekeeping.stop()
         if self._server is not None and self._http is not None:
             self._server.should_exit = True
