@@ -67,7 +67,8 @@ class ResourceManager:
             )
         self.addresses = [address.rstrip("/") for address in addresses]
         self.timeout, self.retries, self.backoff, self._sleep = timeout, retries, backoff, sleep
-        self._observe = observe  # told "failover" and "error" (no ResourceManager answered): for metrics
+        # told "request" (each REST call), "failover" and "error" (no ResourceManager answered): metrics
+        self._observe = observe
         self._active = 0
         self._clients: dict[int, RestClient] = {}
 
@@ -92,6 +93,7 @@ class ResourceManager:
         for attempt in range(self.retries):
             for step in range(len(self.addresses)):
                 index = (self._active + step) % len(self.addresses)
+                self._observe("request")
                 try:
                     data = request(self._client(index)).data
                 except APIError as exc:

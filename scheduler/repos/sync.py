@@ -43,6 +43,7 @@ import git
 from scheduler.config import Config, Repository
 from scheduler.errors import ConfigError, SyncError
 from scheduler.limits import LoopLimits
+from scheduler.notifysettings import OrganisationNotifications
 from scheduler.repos import git as gitrun
 from scheduler.repos.heads import RemoteHeads
 from scheduler.spec.definitions import Definitions, Task, load_definitions
@@ -92,8 +93,10 @@ class RepositorySync:
         limits: LoopLimits | None = None,
         environ: Mapping[str, str] | None = None,
         heads: RemoteHeads | None = None,
+        notifications: OrganisationNotifications | None = None,
     ) -> None:
         self.codops, self.repository, self.timeout = codops, repository, timeout
+        self.notifications = notifications
         self.workspace = workspace
         self.limits = limits or LoopLimits()
         self.environ = environ
@@ -199,7 +202,12 @@ class RepositorySync:
         self._git(repo, ["checkout", "--quiet", "--force", "--detach", commit])
         self._git(repo, ["clean", "-ffdxq"])
         if self._loaded is None:
-            definitions = load_definitions(self.path, allowed_codops=[self.codops], limits=self.limits)
+            definitions = load_definitions(
+                self.path,
+                allowed_codops=[self.codops],
+                limits=self.limits,
+                notifications={self.codops: self.notifications} if self.notifications else None,
+            )
             self._loaded = (commit, definitions)
         return self._loaded[1]
 
@@ -284,7 +292,14 @@ def repository_syncs(
     return {
         codops: tuple(
             RepositorySync(
-                codops, repo, config.workspace, config.git.timeout, config.loops.limits, environ, heads
+                codops,
+                repo,
+                config.workspace,
+                config.git.timeout,
+                config.loops.limits,
+                environ,
+                heads,
+                organisation.notifications,
             )
             for repo in organisation.repositories
         )

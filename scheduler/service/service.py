@@ -40,6 +40,7 @@ from scheduler.http import dashboard
 from scheduler.http.api import create_app
 from scheduler.metrics import Metrics
 from scheduler.names import METADATA_LOOP
+from scheduler.notify.notifier import Notifier
 from scheduler.repos.heads import RemoteHeads, repository_key
 from scheduler.repos.sync import RepositorySync, repository_syncs
 from scheduler.runs import reruns
@@ -105,6 +106,13 @@ class Service:
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
+        self.notifier = Notifier(
+            config.notifications,
+            {codops: org.notifications for codops, org in config.organisations.items()},
+            self.store,
+            self.metrics,
+            environ,
+        )
         self.capacity = Capacity(config.capacity.limits)
         self.metrics.watch_capacity(self.capacity.snapshot)
         self.runtime = Runtime(
@@ -113,6 +121,7 @@ class Service:
             executors,
             config.loops.limits,
             artifacts=policy,
+            notifier=self.notifier,
             capacity=self.capacity,
             run_memory_mib=config.capacity.run_memory,
         )
@@ -207,6 +216,7 @@ class Service:
         return True
 
     def start(self) -> None:
+        self.notifier.start()
         self.recover()
         self.start_http()
         self.housekeeping.start()
@@ -217,6 +227,7 @@ class Service:
 
     def once(self) -> list[Run]:
         """Settle leftovers, then one pass of every loop (concurrently); the runs of that pass."""
+        self.notifier.start()
         self.recover()
         for organisation in self.organisations.values():
             organisation.sync()  # so that the metadata loop knows every organisation's metadata tasks
@@ -265,6 +276,7 @@ class Service:
             triggers.poke()
             thread.join(10)
             triggers.close()
+        self.notifier.stop()
         self.housekeeping.stop()
         if self._server is not None and self._http is not None:
             self._server.should_exit = True

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, fi
 
 from scheduler.capacity import memory_mib
 from scheduler.durations import Seconds
+from scheduler.spec.notifyspec import NotifySpec
 
 SPARK_KEY_PATTERN = re.compile(r"spark\.[A-Za-z0-9_.-]+")
 
@@ -56,6 +57,7 @@ class TaskDefinition(BaseModel):
     every: Seconds | None = None
     spark: dict[StrictStr, StrictStr | StrictBool | int | float] = {}
     resources: TaskResources = TaskResources()
+    notify: NotifySpec | None = None  # who is told of a first failure and of the recovery
 
     @field_validator("method")
     @classmethod

@@ -3,6 +3,7 @@
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,6 +22,7 @@ from scheduler.config import OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError, ResourceManagerError
 from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
+from tests.helpers.backends import wait_for
 from tests.helpers.executor_fixtures import marked_processes
 from tests.helpers.fake_rm import FakeResourceManager
 from tests.helpers.fake_spark_submit import write_stand_in
@@ -492,3 +494,37 @@ def test_recover_without_an_answering_resourcemanager_closes_runs_as_local_ones(
     recovery = spark.recover([running("r-1", tmp_path, None)])
     assert recovery.reattached == {}
     assert recovery.closed["r-1"].status is RunStatus.LOST
+
+
+def test_one_resourcemanager_call_per_interval_follows_every_run(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    spark = make_executor(store, tmp_path, rm)
+    executions = [started(spark, request(tmp_path)) for _ in range(5)]
+    for execution in executions:
+        drive_until(execution, lambda e=execution: e.submitted)
+        assert execution.application_id is not None
+        rm.set_state(execution.application_id, "RUNNING")
+    before = len(rm.requests)
+    done = threading.Event()
+
+    def follow(execution: YarnExecution) -> None:
+        while not done.is_set() and execution.wait(until=time.monotonic() + 0.05) is None:
+            pass
+
+    threads = [threading.Thread(target=follow, args=(e,)) for e in executions]
+    for thread in threads:
+        thread.start()
+    shared = lambda: [p for _, p in rm.requests[before:] if p == "/ws/v1/cluster/apps"]  # noqa: E731
+    wait_for(lambda: len(shared()) >= 10, 30, "ten shared answers")
+    own = [p for _, p in rm.requests[before:] if p.startswith("/ws/v1/cluster/apps/")]
+    assert own == []  # while they run, no run asks for its own report
+    for execution in executions:
+        assert execution.application_id is not None
+        rm.set_state(execution.application_id, "FINISHED", "SUCCEEDED")
+    for thread in threads:
+        thread.join(30)
+    done.set()
+    assert [finish(e).status for e in executions] == [RunStatus.SUCCEEDED] * 5
+    finals = {p for _, p in rm.requests[before:] if p.startswith("/ws/v1/cluster/apps/")}
+    assert {f"/ws/v1/cluster/apps/{e.application_id}" for e in executions} <= finals  # each its final report

@@ -261,7 +261,7 @@ class FakeResourceManager:
                 continue
             if states and app["state"] not in states:
                 continue
-            found.append(_public(app))
+            found.append(_reported(app))
         return {"app": found} if found else None
 
     def _app(self, method: str, app: dict[str, Any], rest: list[str], handler: Any) -> tuple[int, Any, str]:
@@ -272,10 +272,7 @@ class FakeResourceManager:
             app["finishedTime"] = int(time.time() * 1000)
             final = True
         if rest == []:
-            if app["state"] == "RUNNING" and not app["_progress_set"]:
-                app["progress"] = 0.0 if app["_reports"] == 0 else 10.0
-                app["_reports"] += 1
-            return 200, {"app": _public(app)}, json_type
+            return 200, {"app": _reported(app)}, json_type
         if rest == ["state"] and method == "GET":
             return 200, {"state": app["state"]}, json_type
         if rest == ["state"] and method == "PUT":
@@ -299,6 +296,14 @@ class FakeResourceManager:
             }
             return 200, {"appAttempts": {"appAttempt": [attempt]}}, json_type
         return 404, {"RemoteException": {"exception": "NotFoundException"}}, json_type
+
+
+def _reported(app: dict[str, Any]) -> dict[str, Any]:
+    """The application as a report shows it; a RUNNING one's progress is 0.0, then Spark's AM's 10.0."""
+    if app["state"] == "RUNNING" and not app["_progress_set"]:
+        app["progress"] = 0.0 if app["_reports"] == 0 else 10.0
+        app["_reports"] += 1
+    return _public(app)
 
 
 def _public(app: dict[str, Any]) -> dict[str, Any]:
