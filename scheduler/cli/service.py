@@ -56,8 +56,9 @@ def _run(args: argparse.Namespace, config: "Config | None" = None) -> Exit:
 
     config = config or load(args)
     configure_logging()
-    if args.port is not None:
-        config = config.model_copy(update={"http": config.http.model_copy(update={"port": args.port})})
+    if args.port is not None:  # as PEACH_HTTP_PORT, so that a reload sees the same port
+        os.environ["PEACH_HTTP_PORT"] = str(args.port)
+        config = load(args)
     path = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     service = Service(config, config_path=path)
     signals = StopSignals()

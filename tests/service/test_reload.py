@@ -6,7 +6,10 @@ reload too."""
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -172,3 +175,38 @@ def test_sighup_and_a_changed_file_reload(tmp_path: Path, started: list[Service]
         assert service.last_reload is not None and service.last_reload.result == "unchanged"
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+@pytest.mark.slow
+def test_the_running_command_reloads_on_sighup(tmp_path: Path) -> None:
+    """``peach-scheduler run`` as operators start it: SIGHUP reloads, the service goes on, SIGTERM stops."""
+    repos = {"first": org_repo(tmp_path, "first", {"hi": (says("first"), {"every": "1h"})})}
+    path = write_config(tmp_path, repos)
+    output = tmp_path / "service.log"
+    with output.open("wb") as sink:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli.main", "run", "--config", str(path), "--port", "0"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        found = wait_for(
+            lambda: re.search(r"dashboard (http://127\.0\.0\.1:\d+)/", output.read_text()), 60, "listen"
+        )
+        base = found.group(1)
+        service.send_signal(signal.SIGHUP)
+
+        def last() -> Any:
+            with urllib.request.urlopen(f"{base}/api/v1/admin/reload", timeout=10) as answer:  # noqa: S310
+                return json.loads(answer.read())
+
+        answer = wait_for(last, 30, "the SIGHUP reload")
+        assert (answer["source"], answer["result"], answer["restart_needed"]) == ("SIGHUP", "unchanged", [])
+        assert service.poll() is None  # SIGHUP did not end it (the default action would have)
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(60) == 0
+    finally:
+        if service.poll() is None:
+            os.killpg(service.pid, signal.SIGKILL)
+            service.wait()
