@@ -5,14 +5,15 @@ child processes and SQLite. Prints, for a sustained period:
   (measured in the same run, before and after the service, averaged): the ratio is what the scheduler's
   work (a git sync before every run, records, environments, log capture) costs in throughput;
 - the scheduler's own CPU (children excluded) and RSS at start, end and peak;
-- dispatch latency: from a loop picking a due task to the task's process running (p50, p99);
+- dispatch latency: from a slot being granted to a due task (capacity waiting is not overhead) to the
+  task's process running (p50, p99);
 - the ``/metrics`` scrape time with every task's series present (median of 20);
 - git processes started per run, and the service's threads at the end of the period;
 
 and, as its last line, all of it in one: ``scale: runs/s R (bare B, ratio X); dispatch p50 A ms p99 P ms;
 own CPU C ms/run; git processes G per run; metrics S ms; rss M MiB; threads T``.
 
-Run: .venv/bin/python bench/service_1000.py [--orgs 1000] [--tasks 10] [--seconds 60]
+Run: .venv/bin/python bench/service_1000.py [--orgs 1000] [--tasks 10] [--seconds 60] [--freshness 2s]
 """
 
 import argparse
@@ -32,6 +33,7 @@ import yaml
 
 from executors.process import ProcessExecution
 from executors.runner import runner_script
+from scheduler.capacity import Capacity
 from scheduler.config import load_config
 from scheduler.repos import git as gitrun
 from scheduler.service import loops
@@ -92,7 +94,9 @@ def bare(runners: list[Path], python: str, seconds: float) -> float:
     return done / seconds
 
 
-def write_config(root: Path, repos: dict[str, Path], loops: dict[str, object]) -> Path:
+def write_config(
+    root: Path, repos: dict[str, Path], loops: dict[str, object], git: dict[str, object]
+) -> Path:
     """``root/config.yaml``: one organisation per repository, workspace under ``root``, any free port."""
     path = root / "config.yaml"
     organisations = {codops: {"repositories": [{"url": str(repo)}]} for codops, repo in repos.items()}
@@ -102,6 +106,7 @@ def write_config(root: Path, repos: dict[str, Path], loops: dict[str, object]) -
                 "workspace": str(root / "ws"),
                 "http": {"host": "127.0.0.1", "port": 0},
                 "loops": loops,
+                "git": git,
                 "organisations": organisations,
             }
         )
@@ -114,6 +119,7 @@ def main() -> None:
     parser.add_argument("--orgs", type=int, default=1000)
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--freshness", default="2s", help="git.freshness (default: the default, 2s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -123,7 +129,7 @@ def main() -> None:
             f"{args.orgs} organisations x {args.tasks} tasks: "
             f"repositories made in {time.monotonic() - started:.0f} s"
         )
-        config_path = write_config(root, repos, {"pause": "1s"})
+        config_path = write_config(root, repos, {"pause": "1s"}, {"freshness": args.freshness})
         picked: dict[int, float] = {}
         latencies: list[float] = []
         original_run_due, original_start = loops.Loop.run_due, ProcessExecution.start
@@ -132,6 +138,15 @@ def main() -> None:
             picked[threading.get_ident()] = time.monotonic()
             return original_run_due(self, organisation, name, triggered, synced)
 
+        original_acquire = Capacity.acquire
+
+        def acquire(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            grant = original_acquire(self, *args, **kwargs)
+            picked[threading.get_ident()] = time.monotonic()  # a slot is free and the task is due
+            return grant
+
+        Capacity.acquire = acquire  # type: ignore[method-assign]
+
         def start(self):  # type: ignore[no-untyped-def]
             original_start(self)
             t0 = picked.get(threading.get_ident())
@@ -139,11 +154,12 @@ def main() -> None:
                 latencies.append(time.monotonic() - t0)
 
         loops.Loop.run_due, ProcessExecution.start = run_due, start  # type: ignore[method-assign]
-        git_started = [0]
+        git_started, commands = [0], []
         original_git = gitrun.run
 
         def counted_git(*args, **kwargs):  # type: ignore[no-untyped-def]
             git_started[0] += 1  # one git process per call (its remote helper not counted)
+            commands.append(args[1][0])
             return original_git(*args, **kwargs)
 
         gitrun.run = counted_git
@@ -156,17 +172,27 @@ def main() -> None:
         bare_before = bare(runners, sys.executable, bare_seconds)  # before and after: same background load
         service = Service(load_config(config_path))
         rss_start = rss_kib()
-        cpu_start = resource.getrusage(resource.RUSAGE_SELF)
         service.start()
-        git_at_start = git_started[0]  # the first syncs (clones) are set-up, not steady state
+
+        def finished_runs() -> int:
+            with service.store.engine.connect() as connection:
+                query = "select count(*) from runs where status != 'RUNNING'"
+                return int(connection.exec_driver_sql(query).scalar_one())
+
+        def organisations_served() -> int:
+            with service.store.engine.connect() as connection:
+                return int(connection.exec_driver_sql("select count(distinct codops) from runs").scalar_one())
+
+        warm_until = time.monotonic() + max(args.seconds, 120)
+        while organisations_served() < args.orgs and time.monotonic() < warm_until:
+            time.sleep(1)  # warm-up: every organisation cloned and run once (first syncs are set-up)
+        cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+        runs_before, git_at_start, commands[:], latencies[:] = finished_runs(), git_started[0], [], []
         time.sleep(args.seconds)  # the measured period: the service works on its own meanwhile
         cpu_end = resource.getrusage(resource.RUSAGE_SELF)
-        gits, threads = git_started[0] - git_at_start, threading.active_count()
         rss_end, rss_peak = rss_kib(), rss_kib("VmHWM")
-        with service.store.engine.connect() as connection:
-            runs = connection.exec_driver_sql(
-                "select count(*) from runs where status != 'RUNNING'"
-            ).scalar_one()
+        gits, threads = git_started[0] - git_at_start, threading.active_count()
+        runs = finished_runs() - runs_before
         scrapes = []
         for _ in range(20):
             t0 = time.perf_counter()
@@ -178,6 +204,7 @@ def main() -> None:
         service.close()
         loops.Loop.run_due, ProcessExecution.start = original_run_due, original_start  # type: ignore[method-assign]
         gitrun.run = original_git
+        Capacity.acquire = original_acquire  # type: ignore[method-assign]
         env_python = str(next((root / "ws" / "environments" / "envs").glob("*/bin/python")))
         bare_rate = (bare_before + bare(runners, env_python, bare_seconds)) / 2
 
@@ -198,11 +225,12 @@ def main() -> None:
     if latencies:
         q = statistics.quantiles(latencies, n=100)
         print(
-            f"dispatch latency (due -> process running): p50 {q[49] * 1000:.0f} ms, "
+            f"dispatch latency (slot granted -> process running): p50 {q[49] * 1000:.0f} ms, "
             f"p99 {q[98] * 1000:.0f} ms "
             f"over {len(latencies)} runs"
         )
     metrics_ms = statistics.median(scrapes) * 1000
+    print("git commands in the period:", {c: commands.count(c) for c in sorted(set(commands))})
     print(f"/metrics scrape: median {metrics_ms:.0f} ms for {size / 1024:.0f} KiB")
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     print(
