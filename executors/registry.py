@@ -36,7 +36,12 @@ Factory = Callable[[Config, Services], Executor]
 
 
 def python_executor(config: Config, services: Services) -> Executor:
-    return PythonExecutor(services.environments, services.runs_root, artifacts_root=services.artifacts_root)
+    return PythonExecutor(
+        services.environments,
+        services.runs_root,
+        artifacts_root=services.artifacts_root,
+        organisations=config.organisations,
+    )
 
 
 def spark_executor(config: Config, services: Services) -> Executor:

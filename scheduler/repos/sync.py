@@ -30,7 +30,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +87,11 @@ class RepositorySync:
         timeout: float,
         limits: LoopLimits | None = None,
         environ: Mapping[str, str] | None = None,
+        *,
+        secret_names: Collection[str] | None = None,
     ) -> None:
         self.codops, self.repository, self.timeout = codops, repository, timeout
+        self.secret_names = secret_names  # the organisation's secrets a task may ask for; None: unchecked
         self.workspace = workspace
         self.limits = limits or LoopLimits()
         self.environ = environ
@@ -174,7 +177,10 @@ class RepositorySync:
         self._git(repo, ["checkout", "--quiet", "--force", "--detach", commit])
         self._git(repo, ["clean", "-ffdxq"])
         if self._loaded is None:
-            definitions = load_definitions(self.path, allowed_codops=[self.codops], limits=self.limits)
+            secrets = None if self.secret_names is None else {self.codops: self.secret_names}
+            definitions = load_definitions(
+                self.path, allowed_codops=[self.codops], limits=self.limits, secrets=secrets
+            )
             self._loaded = (commit, definitions)
         return self._loaded[1]
 
@@ -253,7 +259,15 @@ def repository_syncs(
     """One ``RepositorySync`` per configured repository, by codops."""
     return {
         codops: tuple(
-            RepositorySync(codops, repo, config.workspace, config.git.timeout, config.loops.limits, environ)
+            RepositorySync(
+                codops,
+                repo,
+                config.workspace,
+                config.git.timeout,
+                config.loops.limits,
+                environ,
+                secret_names=tuple(organisation.secrets),
+            )
             for repo in organisation.repositories
         )
         for codops, organisation in config.organisations.items()

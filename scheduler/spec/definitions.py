@@ -6,7 +6,7 @@ line, and the valid tasks are still returned.
 
 import difflib
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -121,6 +121,7 @@ class _Loader:
     codops_pins: dict[str, list[requirements.Pin]] = field(default_factory=dict)
     sources: dict[str, Source | ExtractionError] = field(default_factory=dict)
     blocks: dict[str, "TaskBlocks"] = field(default_factory=dict)  # definition file -> its task blocks
+    secrets: Mapping[str, Collection[str]] | None = None  # codops -> its secret names; None: not checked
 
     def problem(self, file: str, line: int | None, message: str, **extra: Any) -> None:
         """Record a problem; the file name is shown escaped and the message storable (no NUL)."""
@@ -252,6 +253,7 @@ class _Loader:
         if first is not None:
             raise reject(f"task {codops}/{name} is already defined in {first.file}:{first.line}")
         self.check_loop_and_timeout(spec, codops, reject)
+        self.check_secrets(spec, codops, reject)
         own = self.pins(relative, doc, (*base, "dependencies"), list(spec.dependencies), task=name)
         for i, pin in enumerate(own):
             why = requirements.conflict(pin, self.codops_pins.get(codops, []) + own[:i])
@@ -278,6 +280,18 @@ class _Loader:
             raise reject(
                 f"timeout {spec.timeout:g}s is above the {loop} loop's limit of {limit:g}s", ("timeout",)
             )
+
+    def check_secrets(self, spec: TaskDefinition, codops: str, reject: Any) -> None:
+        if self.secrets is None or spec.secrets is None:
+            return
+        known = self.secrets.get(codops, ())
+        for i, name in enumerate(spec.secrets):
+            if name not in known:
+                offered = ", ".join(sorted(known)) or "none"
+                raise reject(
+                    f"secrets: organisation {codops!r} has no secret {name!r} (it has: {offered})",
+                    ("secrets", i),
+                )
 
     def extract(
         self, relative: str, doc: Document, base: tuple[Any, ...], name: str, spec: TaskDefinition
@@ -333,10 +347,12 @@ def load_definitions(
     root: Path,
     allowed_codops: Collection[str] | None = None,
     limits: LoopLimits | None = None,
+    secrets: Mapping[str, Collection[str]] | None = None,
 ) -> Definitions:
-    """Read ``peach.yaml`` and ``peach.conf/*.yaml`` under ``root``; never raises on bad content."""
+    """Read ``peach.yaml`` and ``peach.conf/*.yaml`` under ``root``; never raises on bad content.
+    ``secrets`` gives each codops' secret names, which a task's ``secrets:`` may ask for (None: any)."""
     root = Path(root)
-    loader = _Loader(root.resolve(), allowed_codops, limits or LoopLimits())
+    loader = _Loader(root.resolve(), allowed_codops, limits or LoopLimits(), secrets=secrets)
     files = list(_definition_files(loader.root, loader))
     if not files and not loader.problems:
         loader.problem(ROOT_FILE, None, f"no task definitions: expected {ROOT_FILE} or {CONF_DIR}/*.yaml")

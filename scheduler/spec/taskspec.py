@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, field_validat
 from scheduler.durations import Seconds
 
 SPARK_KEY_PATTERN = re.compile(r"spark\.[A-Za-z0-9_.-]+")
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ExecutorKind(StrEnum):
@@ -34,6 +35,8 @@ class TaskDefinition(BaseModel):
     enabled: StrictBool = True
     every: Seconds | None = None
     spark: dict[StrictStr, StrictStr | StrictBool | int | float] = {}
+    # the organisation's secrets this task receives; None: all of them
+    secrets: tuple[StrictStr, ...] | None = None
 
     @field_validator("method")
     @classmethod
@@ -62,6 +65,14 @@ class TaskDefinition(BaseModel):
         for key in value:
             if not SPARK_KEY_PATTERN.fullmatch(key):
                 raise ValueError(f"{key!r} is not a Spark setting (expected spark.*)")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in value or ():
+            if not ENV_NAME_PATTERN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a secret name (an environment variable name)")
         return value
 
 

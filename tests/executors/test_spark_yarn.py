@@ -2,7 +2,10 @@
 (tests/fake_spark_submit.py) that writes the real YARN client's lines."""
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -13,11 +16,12 @@ import pytest
 from executors.base import Outcome, RunningRun, RunRequest
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
+from executors.runner import runner_script
 from executors.spark import SparkExecutor, run_tags, spark_settings
 from executors.yarn.client import ResourceManager
 from executors.yarn.execution import YarnExecution
 from executors.yarn.recovery import decide
-from scheduler.config import OrganisationSettings, Resources, SparkSettings
+from scheduler.config import OrganisationSettings, Resources, SecretRef, SparkSettings
 from scheduler.errors import ExecutionError, ResourceManagerError
 from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
@@ -429,3 +433,74 @@ def test_recover_without_an_answering_resourcemanager_closes_runs_as_local_ones(
     recovery = spark.recover([running("r-1", tmp_path, None)])
     assert recovery.reattached == {}
     assert recovery.closed["r-1"].status is RunStatus.LOST
+
+
+SECRET_VALUE = "yarn-secret-value-31337"
+
+
+def test_secrets_travel_as_a_private_file_never_in_argv_and_are_masked(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    key = tmp_path / "api.key"
+    key.write_text(SECRET_VALUE)
+    chrts = CHRTS.model_copy(
+        update={
+            "env": {"MODEL_BUCKET": "s3://models/chrts"},
+            "secrets": {"API_KEY": SecretRef(file=key)},
+            "hadoop_user": "chrts-svc",
+            "view_acls": ("alice", "@chrts-team"),
+            "modify_acls": ("@chrts-ops",),
+        }
+    )
+    spark = make_executor(store, tmp_path, rm)
+    spark.organisations = {"chrts": chrts}
+    spark.runs.organisations = spark.organisations
+    req = request(tmp_path)
+    execution = started(spark, req)
+    assert execution.submit is not None
+    command, env = execution.submit.command, execution.submit.env
+    secrets_file = spark.runs_root / req.run_id / "work" / "peach-secrets.json"
+    assert command[command.index("--files") + 1] == f"{secrets_file}#peach-secrets.json"
+    assert command[command.index("--proxy-user") + 1] == "chrts-svc"
+    conf = dict(command[i + 1].split("=", 1) for i, arg in enumerate(command) if arg == "--conf")
+    assert {k: v for k, v in conf.items() if "acls" in k} == {
+        "spark.acls.enable": "true",
+        "spark.ui.view.acls": "alice",
+        "spark.ui.view.acls.groups": "chrts-team",
+        "spark.modify.acls.groups": "chrts-ops",
+    }
+    assert conf["spark.yarn.appMasterEnv.PEACH_SECRETS_FILE"] == "peach-secrets.json"
+    assert conf["spark.yarn.appMasterEnv.MODEL_BUCKET"] == conf["spark.executorEnv.MODEL_BUCKET"]
+    assert SECRET_VALUE not in json.dumps(command) and SECRET_VALUE not in json.dumps(
+        env
+    )  # nor spark-submit's env
+    assert SECRET_VALUE not in json.dumps(execution.manifest().spark)
+    assert json.loads(secrets_file.read_text()) == {"API_KEY": SECRET_VALUE}
+    assert secrets_file.stat().st_mode & 0o777 == 0o600  # owner-only until YARN localises it privately
+
+    drive_until(execution, lambda: execution.submitted)
+    app_id = execution.application_id
+    assert (
+        app_id is not None and rm.apps[app_id]["user"] == "chrts-svc"
+    )  # the application runs as the proxy user
+    rm.node_logs[rm.container(app_id)] = {"stdout": f"driver printed {SECRET_VALUE}\n", "stderr": ""}
+    rm.set_state(app_id, "FINISHED", "FAILED", f"User class threw exception: bad key {SECRET_VALUE}")
+    outcome = finish(execution)
+    assert outcome.error == "User class threw exception: bad key ***" and SECRET_VALUE not in outcome.summary
+    text = execution.read_log().decode()
+    assert "driver printed ***" in text and SECRET_VALUE not in text
+    assert not secrets_file.exists()  # removed once the run is over
+
+
+def test_the_runner_reads_the_secrets_file_into_the_environment_and_removes_it(tmp_path: Path) -> None:
+    code = "import os\n\ndef main():\n    print('got', os.environ['API_KEY'] == 'v-12345')\n"
+    task = make_spark_task(tmp_path / "repo", code, name="reader")
+    runner = tmp_path / "runner.py"
+    runner.write_text(runner_script(task))
+    (tmp_path / "peach-secrets.json").write_text(json.dumps({"API_KEY": "v-12345"}))
+    env = {"PATH": os.environ["PATH"], "PEACH_SECRETS_FILE": "peach-secrets.json"}
+    done = subprocess.run(
+        [sys.executable, str(runner)], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "got True\n"), done.stderr
+    assert not (tmp_path / "peach-secrets.json").exists()

@@ -68,7 +68,7 @@ class FakeResourceManager:
 
     # -- what YARN does on its side -------------------------------------------------------------------
 
-    def submit(self, name: str, queue: str, tags: list[str]) -> str:
+    def submit(self, name: str, queue: str, tags: list[str], user: str = "peach") -> str:
         with self._lock:
             app_id = f"application_{CLUSTER_TIMESTAMP}_{len(self.apps) + 1:04d}"
             container = f"container_{CLUSTER_TIMESTAMP}_{len(self.apps) + 1:04d}_01_000001"
@@ -76,6 +76,7 @@ class FakeResourceManager:
                 "id": app_id,
                 "name": name,
                 "queue": queue,
+                "user": user,  # the submitter, or the proxy user it impersonates (--proxy-user)
                 "applicationTags": ",".join(tag.lower() for tag in tags),
                 "state": "ACCEPTED",
                 "finalStatus": "UNDEFINED",
@@ -155,7 +156,14 @@ class FakeResourceManager:
                     return
                 if parts.path == "/fake/submit":
                     body = self._body()
-                    self._send(200, {"id": fake.submit(body["name"], body["queue"], body["tags"])})
+                    self._send(
+                        200,
+                        {
+                            "id": fake.submit(
+                                body["name"], body["queue"], body["tags"], body.get("user", "peach")
+                            )
+                        },
+                    )
                     return
                 with fake._lock:
                     code, data, content = fake._route(method, parts.path, parse_qs(parts.query), self)
