@@ -17,6 +17,7 @@ from executors.environments import EnvironmentStore
 from executors.python import PythonExecutor
 from executors.spark import SparkExecutor
 from executors.yarn.client import ResourceManager
+from executors.yarn.kerberos import TicketCache
 from scheduler.config import Config
 from scheduler.spec.taskspec import ExecutorKind
 
@@ -30,6 +31,7 @@ class Services:
     artifacts_root: Path | None = None
     resourcemanager: ResourceManager | None = None
     log_server: str | None = None  # the operator's yarn.log_server, else the cluster's yarn-site.xml
+    tickets: TicketCache | None = None  # the scheduler's own Kerberos ticket cache, when configured
 
 
 Factory = Callable[[Config, Services], Executor]
@@ -52,6 +54,7 @@ def spark_executor(config: Config, services: Services) -> Executor:
         config.spark,
         config.organisations,
         resourcemanager=services.resourcemanager,
+        tickets=services.tickets,
         log_server=services.log_server,
         lifetime_grace=yarn.lifetime_grace,
         poll=yarn.poll,

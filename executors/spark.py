@@ -47,8 +47,9 @@ from executors.rundir import DEFAULT_PASS_ENV, LocalRuns, Prepared
 from executors.taskenv import organisation_masker
 from executors.yarn.client import ResourceManager
 from executors.yarn.execution import MAX_TAG_LENGTH, YarnExecution, YarnOptions, run_tag
+from executors.yarn.kerberos import TicketCache
 from executors.yarn.recovery import recover_applications
-from scheduler.config import OrganisationSettings, Resources, SparkSettings
+from scheduler.config import KerberosSettings, OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError
 from scheduler.spec.taskspec import ExecutorKind
 
@@ -119,6 +120,7 @@ def submit_command(
     python_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     secrets_file: Path | None = None,
+    kerberos: KerberosSettings | None = None,
 ) -> list[str]:
     """The spark-submit argument list for one run. ``env`` (the organisation's plain settings) goes to the
     YARN application master's and executors' environment (a local driver has it in its own);
@@ -129,6 +131,8 @@ def submit_command(
     command += ["--deploy-mode", settings.deploy_mode, "--name", f"peach-{task.codops}-{task.name}"]
     if organisation.hadoop_user:
         command += ["--proxy-user", organisation.hadoop_user]
+    elif yarn and kerberos is not None:  # Spark takes one or the other; with a proxy user, our ticket
+        command += ["--principal", kerberos.principal, "--keytab", str(kerberos.keytab)]
     if yarn:
         command += ["--queue", organisation.queue, "--num-executors", str(resources.executors)]
     command += _resources(resources)
@@ -259,6 +263,7 @@ class SparkExecutor(Executor):
         organisations: Mapping[str, OrganisationSettings],
         *,
         resourcemanager: ResourceManager | None = None,
+        tickets: TicketCache | None = None,
         log_server: str | None = None,
         lifetime_grace: float = 600.0,
         poll: float = 2.0,
@@ -284,7 +289,7 @@ class SparkExecutor(Executor):
             organisations=organisations,
         )
         self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen)
-        self.resourcemanager = resourcemanager
+        self.resourcemanager, self.tickets = resourcemanager, tickets
         self.yarn_options = YarnOptions(log_server, lifetime_grace, poll, log_wait)
 
     @property
@@ -349,6 +354,11 @@ class SparkExecutor(Executor):
             if "SPARK_HOME" not in environ and home is not None:
                 environ["SPARK_HOME"] = str(home)
         organisation = self.organisation(request.task.codops)
+        cluster = self.yarn and self.settings.deploy_mode == "cluster"
+        if self.tickets is not None and cluster and organisation.hadoop_user:
+            # spark-submit impersonates with the scheduler's own ticket (Spark refuses --principal with
+            # --proxy-user); only in cluster mode, where its environment is not the task's
+            environ.update(self.tickets.environ())
         log.info("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
         return submit_command(
             self.settings,
@@ -359,6 +369,7 @@ class SparkExecutor(Executor):
             python_path=python_path,
             env=prepared.taskenv.env,
             secrets_file=secrets_file,
+            kerberos=self.tickets.settings if self.tickets is not None else None,
         )
 
     def recover(self, running: Sequence[RunningRun]) -> Recovery:

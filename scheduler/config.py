@@ -167,6 +167,7 @@ class YarnSettings(_Model):
     # (``yarn.log.server.web-service.url``)
     log_server: StrictStr | None = None
     log_wait: Seconds = 30.0  # how long to wait for log aggregation after an application ends
+    user: StrictStr | None = None  # Hadoop simple auth: ``user.name=`` on every REST call (no Kerberos)
 
     @field_validator("resourcemanagers")
     @classmethod
@@ -175,6 +176,21 @@ class YarnSettings(_Model):
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
                 raise ValueError(f"{redact_url(url)!r} is not an http(s) ResourceManager address")
         return tuple(url.rstrip("/") for url in value)
+
+
+class KerberosSettings(_Model):
+    """The scheduler's own Kerberos identity: spark-submit gets ``--principal``/``--keytab``; the scheduler
+    keeps its own ticket cache (``kinit -kt``) in the workspace for its REST calls. Keytab by path only."""
+
+    principal: StrictStr  # peach/scheduler.example.org@EXAMPLE.ORG
+    keytab: Path
+    krb5_conf: Path | None = None  # default: the system's (/etc/krb5.conf, or $KRB5_CONFIG)
+    renew_every: Seconds | None = None  # None: when a third of the ticket's lifetime is left
+
+    @field_validator("keytab", "krb5_conf")
+    @classmethod
+    def _relative(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else Path(os.path.abspath(_base(info) / value))
 
 
 class GitSettings(_Model):
@@ -363,6 +379,7 @@ class Config(_Model):
     yarn: YarnSettings = YarnSettings()
     git: GitSettings = GitSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
+    kerberos: KerberosSettings | None = None  # None: no Kerberos (Hadoop simple auth, yarn.user)
 
     environments: EnvironmentSettings = EnvironmentSettings()
     organisations: dict[Codops, OrganisationSettings] = {}

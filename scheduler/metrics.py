@@ -230,6 +230,14 @@ class Metrics:
             "Times the YARN client moved to another ResourceManager (HA failover).",
             registry=r,
         )
+        self.kerberos_failures = Counter(
+            "peach_kerberos_renewal_failures",
+            "kinit of the scheduler's own principal that failed (at start or renewing its ticket).",
+            registry=r,
+        )
+        self.kerberos_renewals = Counter(
+            "peach_kerberos_renewals", "Tickets obtained for the scheduler's own principal.", registry=r
+        )
         self._live = _Live(clock)
         r.register(self._live)
 
@@ -300,6 +308,10 @@ class Metrics:
     def resourcemanager_event(self, event: str) -> None:
         """The YARN client's ``error`` (no ResourceManager answered) or ``failover``."""
         (self.rm_failovers if event == "failover" else self.rm_errors).inc()
+
+    def kerberos_event(self, event: str) -> None:
+        """The ticket cache's ``renewed`` or ``failure`` (executors.yarn.kerberos)."""
+        (self.kerberos_renewals if event == "renewed" else self.kerberos_failures).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).

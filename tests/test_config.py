@@ -270,3 +270,17 @@ def test_bad_organisation_secrets_name_line_and_key(
         load_config(path, environ={})
     assert f"{path}:" in str(info.value) and message in str(info.value), str(info.value)
     assert "redis://inline" not in str(info.value)
+
+
+def test_kerberos_and_simple_auth_settings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "kerberos:\n  principal: peach/h@R\n  keytab: peach.keytab\nyarn:\n  user: peach\n"
+    )
+    config = load_config(path, environ={})
+    assert config.kerberos is not None and config.kerberos.keytab == path.parent / "peach.keytab"
+    assert config.yarn.user == "peach"
+    bad = write(tmp_path, "kerberos:\n  principal: peach/h@R\n  password: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, environ={})
+    assert f"{bad}:1: kerberos.keytab: missing required key" in str(info.value)  # the section's line
+    assert f"{bad}:3: kerberos.password: unknown key 'password'" in str(info.value)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from executors import registry
 from executors.environments import EnvironmentStore
 from executors.yarn.client import ResourceManager
+from executors.yarn.kerberos import TicketCache
 from executors.yarn.site import ClusterSite, endpoints, read_site
 from scheduler.config import Config
 from scheduler.http import dashboard
@@ -79,12 +80,24 @@ class Service:
             else None
         )
         self.resumed: list[threading.Thread] = []  # supervisors of the runs re-attached at restart
+        self.tickets = (  # the scheduler's own Kerberos ticket cache, kept fresh by ``_renewing``
+            TicketCache(
+                config.kerberos,
+                config.workspace / "kerberos",
+                environ=environ,
+                observe=self.metrics.kerberos_event,
+            )
+            if config.kerberos is not None
+            else None
+        )
+        self._renewal_stop = threading.Event()
         services = registry.Services(
             environments,
             config.workspace / "runs",
             config.artifacts.root,
             self.resourcemanager,
             self.yarn.log_server,
+            self.tickets,
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
@@ -132,8 +145,12 @@ class Service:
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """Ready once restart recovery is done and the state database answers."""
+        """Ready once restart recovery is done, the state database answers and, with Kerberos, the
+        scheduler holds a valid ticket."""
         if not self._recovered:
+            return False
+        if self.tickets is not None and not self.tickets.valid:
+            log.warning("readiness: no valid Kerberos ticket: %s", self.tickets.error or "not obtained yet")
             return False
         try:
             self.store.organisations()
@@ -143,6 +160,9 @@ class Service:
         return True
 
     def start(self) -> None:
+        if self.tickets is not None:
+            self.tickets.refresh()  # a failure is logged, counted and keeps /readyz not ready
+            threading.Thread(target=self._renewing, name="kerberos", daemon=True).start()
         self.recover()
         self.start_http()
         self.housekeeping.start()
@@ -152,6 +172,8 @@ class Service:
 
     def once(self) -> list[Run]:
         """Settle leftovers, then one pass of every loop (concurrently); the runs of that pass."""
+        if self.tickets is not None:
+            self.tickets.refresh()
         self.recover()
         for organisation in self.organisations.values():
             organisation.sync()  # so that the metadata loop knows every organisation's metadata tasks
@@ -187,7 +209,13 @@ class Service:
         for thread in supervisors:
             thread.join()
 
+    def _renewing(self) -> None:
+        assert self.tickets is not None
+        while not self._renewal_stop.is_set():
+            self.tickets.wait_next(self._renewal_stop)
+
     def close(self) -> None:
+        self._renewal_stop.set()
         self.housekeeping.stop()
         if self._server is not None and self._http is not None:
             self._server.should_exit = True

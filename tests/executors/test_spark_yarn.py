@@ -17,11 +17,11 @@ from executors.base import Outcome, RunningRun, RunRequest
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
 from executors.runner import runner_script
-from executors.spark import SparkExecutor, run_tags, spark_settings
+from executors.spark import SparkExecutor, run_tags, spark_settings, submit_command
 from executors.yarn.client import ResourceManager
 from executors.yarn.execution import YarnExecution
 from executors.yarn.recovery import decide
-from scheduler.config import OrganisationSettings, Resources, SecretRef, SparkSettings
+from scheduler.config import KerberosSettings, OrganisationSettings, Resources, SecretRef, SparkSettings
 from scheduler.errors import ExecutionError, ResourceManagerError
 from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
@@ -504,3 +504,18 @@ def test_the_runner_reads_the_secrets_file_into_the_environment_and_removes_it(t
     )
     assert (done.returncode, done.stdout) == (0, "got True\n"), done.stderr
     assert not (tmp_path / "peach-secrets.json").exists()
+
+
+def test_kerberos_gives_principal_and_keytab_unless_a_proxy_user_impersonates(tmp_path: Path) -> None:
+    kerberos = KerberosSettings(principal="peach/host@EXAMPLE.ORG", keytab=tmp_path / "peach.keytab")
+    spark = SparkSettings(master="yarn", deploy_mode="cluster")
+    req = request(tmp_path)
+    own = submit_command(spark, CHRTS, req, tmp_path / "runner.py", kerberos=kerberos)
+    assert own[own.index("--principal") + 1] == "peach/host@EXAMPLE.ORG"
+    assert own[own.index("--keytab") + 1] == str(tmp_path / "peach.keytab")
+    proxied = CHRTS.model_copy(update={"hadoop_user": "chrts-svc"})
+    command = submit_command(spark, proxied, req, tmp_path / "runner.py", kerberos=kerberos)
+    assert "--principal" not in command and "--keytab" not in command  # Spark refuses both with --proxy-user
+    assert command[command.index("--proxy-user") + 1] == "chrts-svc"
+    local = submit_command(SparkSettings(), CHRTS, req, tmp_path / "runner.py", kerberos=kerberos)
+    assert "--keytab" not in local  # no YARN, no Kerberos

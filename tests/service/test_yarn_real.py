@@ -135,7 +135,13 @@ def test_proxy_user_acls_and_secrets_on_the_cluster(tmp_path: Path, cluster_env:
     config = yaml.safe_load(path.read_text())
     events = tmp_path / "events"
     events.mkdir()
-    config["spark"]["conf"].update({"spark.eventLog.enabled": True, "spark.eventLog.dir": f"file://{events}"})
+    config["spark"]["conf"].update(
+        {
+            "spark.eventLog.enabled": True,
+            "spark.eventLog.dir": f"file://{events}",
+            "spark.eventLog.compress": False,
+        }
+    )
     (tmp_path / "api.key").write_text(SECRET_VALUE)
     config["organisations"]["alpha"].update(
         env={"MODEL_BUCKET": "s3://alpha"},
@@ -157,7 +163,11 @@ def test_proxy_user_acls_and_secrets_on_the_cluster(tmp_path: Path, cluster_env:
         assert "secret *** True" in text and "bucket s3://alpha user alpha-svc" in text
         assert SECRET_VALUE not in text
         # Spark 4 writes a rolling event log: a directory of event files per application
-        event_text = "".join(f.read_text() for f in sorted(events.rglob("*")) if f.is_file())
+        event_text = "".join(
+            f.read_text()
+            for f in sorted(events.rglob("*"))
+            if f.is_file() and not f.name.startswith("appstatus")
+        )
         environment = next(
             json.loads(line) for line in event_text.splitlines() if '"SparkListenerEnvironmentUpdate"' in line
         )
