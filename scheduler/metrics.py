@@ -230,6 +230,11 @@ class Metrics:
             "Times the YARN client moved to another ResourceManager (HA failover).",
             registry=r,
         )
+        self.rm_refusals = Counter(
+            "peach_resourcemanager_refusals",
+            "YARN REST calls (RM, NodeManager, log server) refused with 401 or 403.",
+            registry=r,
+        )
         self.kerberos_failures = Counter(
             "peach_kerberos_renewal_failures",
             "kinit of the scheduler's own principal that failed (at start or renewing its ticket).",
@@ -306,8 +311,9 @@ class Metrics:
         self.state_errors.labels(label(source)).inc()
 
     def resourcemanager_event(self, event: str) -> None:
-        """The YARN client's ``error`` (no ResourceManager answered) or ``failover``."""
-        (self.rm_failovers if event == "failover" else self.rm_errors).inc()
+        """The YARN client's ``error`` (no ResourceManager answered), ``failover``, ``refused`` (401/403)."""
+        counter = {"failover": self.rm_failovers, "refused": self.rm_refusals}.get(event, self.rm_errors)
+        counter.inc()
 
     def kerberos_event(self, event: str) -> None:
         """The ticket cache's ``renewed`` or ``failure`` (executors.yarn.kerberos)."""

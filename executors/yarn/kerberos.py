@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from scheduler.config import KerberosSettings
+import requests
+
+from scheduler.config import Config, KerberosSettings
 from scheduler.errors import PeachError
 
 log = logging.getLogger(__name__)
@@ -141,3 +143,45 @@ class TicketCache:
             pause = self.expires - (self.expires - self.obtained) / 3 - self._clock()
         if not stop.wait(max(1.0, min(pause, 3600.0))):
             self.refresh()
+
+
+class SpnegoAuth(requests.auth.AuthBase):
+    """SPNEGO (``Authorization: Negotiate``) for the YARN REST calls, by requests-gssapi, with credentials
+    read from the scheduler's own cache at each request (so a renewed ticket is used at once)."""
+
+    def __init__(self, tickets: TicketCache) -> None:
+        self.tickets = tickets
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        import gssapi
+        import requests_gssapi  # type: ignore[import-untyped]
+
+        credentials = gssapi.Credentials(usage="initiate", store={"ccache": self.tickets.name})
+        auth = requests_gssapi.HTTPSPNEGOAuth(
+            creds=credentials, mutual_authentication=requests_gssapi.OPTIONAL
+        )
+        result: requests.PreparedRequest = auth(request)
+        return result
+
+
+class SimpleAuth(requests.auth.AuthBase):
+    """Hadoop's simple authentication: ``user.name=<user>`` on every REST call (no Kerberos)."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.prepare_url(request.url or "", {"user.name": self.user})
+        return request
+
+
+def rest_auth(config: Config, tickets: TicketCache | None) -> tuple[requests.auth.AuthBase | None, str]:
+    """How the scheduler authenticates to YARN's web services, and who it is: SPNEGO with its own ticket
+    when Kerberos is configured, else Hadoop's simple auth when ``yarn.user`` is set, else nothing."""
+    if tickets is not None:
+        if tickets.settings.krb5_conf is not None:  # the MIT library in this process reads it from here
+            os.environ["KRB5_CONFIG"] = str(tickets.settings.krb5_conf)
+        return SpnegoAuth(tickets), tickets.settings.principal
+    if config.yarn.user:
+        return SimpleAuth(config.yarn.user), f"user.name={config.yarn.user}"
+    return None, "anonymous (no kerberos, no yarn.user)"

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from executors import registry
 from executors.environments import EnvironmentStore
 from executors.yarn.client import ResourceManager
-from executors.yarn.kerberos import TicketCache
+from executors.yarn.kerberos import TicketCache, rest_auth
 from executors.yarn.site import ClusterSite, endpoints, read_site
 from scheduler.config import Config
 from scheduler.http import dashboard
@@ -69,17 +69,6 @@ class Service:
             ("log server", self.yarn.log_server_from),
         ):
             log.info("YARN %s from %s", what, where)
-        self.resourcemanager = (
-            ResourceManager(
-                self.yarn.resourcemanagers,
-                timeout=yarn.timeout,
-                retries=yarn.retries,
-                observe=self.metrics.resourcemanager_event,
-            )
-            if self.yarn.resourcemanagers
-            else None
-        )
-        self.resumed: list[threading.Thread] = []  # supervisors of the runs re-attached at restart
         self.tickets = (  # the scheduler's own Kerberos ticket cache, kept fresh by ``_renewing``
             TicketCache(
                 config.kerberos,
@@ -90,6 +79,20 @@ class Service:
             if config.kerberos is not None
             else None
         )
+        auth, identity = rest_auth(config, self.tickets)
+        self.resourcemanager = (
+            ResourceManager(
+                self.yarn.resourcemanagers,
+                timeout=yarn.timeout,
+                retries=yarn.retries,
+                observe=self.metrics.resourcemanager_event,
+                auth=auth,
+                identity=identity,
+            )
+            if self.yarn.resourcemanagers
+            else None
+        )
+        self.resumed: list[threading.Thread] = []  # supervisors of the runs re-attached at restart
         self._renewal_stop = threading.Event()
         services = registry.Services(
             environments,

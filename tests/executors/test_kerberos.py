@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from executors.yarn.kerberos import KerberosError, TicketCache
+from executors.yarn.client import Refused, ResourceManager
+from executors.yarn.kerberos import KerberosError, SpnegoAuth, TicketCache
 from scheduler.config import KerberosSettings, load_config
 from scheduler.service.service import Service
 from tests.helpers.backends import wait_for
+from tests.helpers.fake_rm import FakeResourceManager
 from tests.helpers.kdc import Kdc, kdc_available, running_kdc
 from tests.helpers.orgs import org_repo, write_config
+from tests.helpers.spnego import spnego_front
 from tests.service.test_service import TOKEN, http
 
 pytestmark = pytest.mark.skipif(not kdc_available(), reason="MIT Kerberos KDC not installed (bin/setup)")
@@ -133,3 +136,60 @@ def test_a_wrong_keytab_keeps_the_service_not_ready_and_counts_it(kdc: Kdc, tmp_
         service.request_force_stop()
         service.wait_stopped(30)
         service.close()
+
+
+@pytest.fixture
+def rm() -> Iterator[FakeResourceManager]:
+    fake = FakeResourceManager()
+    yield fake
+    fake.close()
+
+
+def test_spnego_rest_calls_succeed_as_the_right_principal_and_fail_clearly_as_another(
+    kdc: Kdc, tmp_path: Path, rm: FakeResourceManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KRB5_CONFIG", str(kdc.krb5_conf))  # the MIT library of this process
+    http_keytab = tmp_path / "http.keytab"
+    kdc.principal("HTTP/127.0.0.1", http_keytab)
+    caches = {}
+    for name in ("peach/allowed", "peach/stranger"):
+        keytab = tmp_path / f"{name.replace('/', '-')}.keytab"
+        principal = kdc.principal(name, keytab)
+        settings = KerberosSettings(principal=principal, keytab=keytab, krb5_conf=kdc.krb5_conf)
+        caches[name] = TicketCache(settings, tmp_path / name.replace("/", "-"), environ=kdc.env)
+        caches[name].kinit()
+    allowed = caches["peach/allowed"].settings.principal
+    with spnego_front(rm.url, http_keytab, {allowed}) as (front, seen):
+        rm.node_address = front.removeprefix("http://")  # the NodeManager's logs behind SPNEGO too
+        events: list[str] = []
+        good = ResourceManager(
+            [front], timeout=5, retries=1, auth=SpnegoAuth(caches["peach/allowed"]), identity=allowed
+        )
+        app_id = rm.submit("peach-chrts-job", "chrts", ["peach", "peach-run-r-1"])
+        assert good.app(app_id)["state"] == "ACCEPTED"
+        good.set_lifetime(app_id, 4_000_000_000)
+        rm.set_state(app_id, "RUNNING")
+        rm.node_logs[rm.container(app_id)] = {"stdout": "driver says hi\n", "stderr": ""}
+        source, files = good.driver_logs(app_id, None, 1 << 20, wait=0)
+        assert files["stdout"] == b"driver says hi\n" and "NodeManager" in source
+        assert good.kill(app_id, confirm=5, poll=0.05) in ("KILLED", "FINISHED")
+        assert rm.apps[app_id]["state"] == "KILLED" and set(seen) == {allowed}
+
+        stranger = caches["peach/stranger"].settings.principal
+        bad = ResourceManager(
+            [front],
+            timeout=5,
+            retries=1,
+            auth=SpnegoAuth(caches["peach/stranger"]),
+            identity=stranger,
+            observe=events.append,
+        )
+        with pytest.raises(Refused) as info:
+            bad.app(app_id)
+        assert str(info.value) == (
+            f"YARN: connecting: {front}/ws/v1/cluster/info refused it as {stranger} (HTTP 403: not allowed)"
+        )
+        anonymous = ResourceManager([front], timeout=5, retries=1, observe=events.append)
+        with pytest.raises(Refused, match=r"as anonymous \(HTTP 401: not authenticated\)"):
+            anonymous.kill(app_id)
+        assert events == ["refused", "refused"]

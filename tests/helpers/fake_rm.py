@@ -46,6 +46,7 @@ class FakeResourceManager:
         self.kill_requests: list[str] = []
         self.timeouts: dict[str, str] = {}
         self.node_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (NodeManager)
+        self.node_address: str | None = None  # the NodeManager's host:port (default: this server's)
         self.server_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (log server)
         self.queues: list[dict[str, Any]] = []
         self.configuration = {"yarn.scheduler.minimum-allocation-mb": "1024"}  # Hadoop's default
@@ -252,7 +253,7 @@ class FakeResourceManager:
             attempt = {
                 "id": 1,
                 "containerId": app["_container"],
-                "nodeHttpAddress": self.url.removeprefix("http://"),
+                "nodeHttpAddress": self.node_address or self.url.removeprefix("http://"),
                 "appAttemptId": app["id"].replace("application", "appattempt") + "_000001",
             }
             return 200, {"appAttempts": {"appAttempt": [attempt]}}, json_type

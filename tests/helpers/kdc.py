@@ -76,7 +76,8 @@ def running_kdc(root: Path, timeout: float = 30.0) -> Iterator[Kdc]:
     port = _free_port()
     (root / "krb5.conf").write_text(
         f"[libdefaults]\n default_realm = {REALM}\n dns_lookup_kdc = false\n dns_lookup_realm = false\n"
-        " rdns = false\n ignore_acceptor_hostname = true\n udp_preference_limit = 1\n"
+        " rdns = false\n dns_canonicalize_hostname = false\n ignore_acceptor_hostname = true\n"
+        " udp_preference_limit = 1\n"
         f"[realms]\n {REALM} = {{\n  kdc = 127.0.0.1:{port}\n }}\n"
     )
     (root / "kdc.conf").write_text(
