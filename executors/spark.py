@@ -49,6 +49,7 @@ from executors.yarn.client import ResourceManager
 from executors.yarn.execution import MAX_TAG_LENGTH, YarnExecution, YarnOptions, run_tag
 from executors.yarn.kerberos import TicketCache
 from executors.yarn.recovery import recover_applications
+from executors.yarn.tracker import ApplicationTracker
 from scheduler.config import KerberosSettings, OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError
 from scheduler.spec.taskspec import ExecutorKind
@@ -290,7 +291,8 @@ class SparkExecutor(Executor):
         )
         self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen)
         self.resourcemanager, self.tickets = resourcemanager, tickets
-        self.yarn_options = YarnOptions(log_server, lifetime_grace, poll, log_wait)
+        tracker = ApplicationTracker(resourcemanager, poll) if resourcemanager is not None else None
+        self.yarn_options = YarnOptions(log_server, lifetime_grace, poll, log_wait, tracker=tracker)
 
     @property
     def runs_root(self) -> Path:

@@ -22,6 +22,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PositiveInt,
     SecretStr,
     StrictBool,
     StrictStr,
@@ -31,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler.durations import Seconds, format_duration
+from scheduler.durations import Seconds, SecondsOrZero, format_duration
 from scheduler.errors import ConfigError
 from scheduler.limits import LoopLimits
 from scheduler.names import codops_problem
@@ -126,6 +127,7 @@ class HttpSettings(_Model):
     host: StrictStr = "127.0.0.1"  # the Helm chart sets 0.0.0.0
     port: int = Field(8080, ge=0, le=65535)
     api_token_env: EnvName = "PEACH_API_TOKEN"  # noqa: S105 (a variable name) bearer token for trigger/kill, by reference
+    webhook_secret_env: EnvName = "PEACH_WEBHOOK_SECRET"  # noqa: S105 (a variable name) push webhooks' secret
 
 
 class LoopSettings(_Model):
@@ -195,6 +197,10 @@ class KerberosSettings(_Model):
 
 class GitSettings(_Model):
     timeout: Seconds = 120.0  # every git operation is killed after this long
+    # One ls-remote answer serves every sync of a (URL, branch) this long: a run's commit is the branch
+    # head as of at most this long before it starts (a push webhook ends the window at once).
+    freshness: SecondsOrZero = 2.0  # 0: every sync asks the remote
+    parallel: PositiveInt = 8  # git network operations (ls-remote, fetch) at a time, all organisations
 
 
 class ArtifactSettings(_Model):
@@ -422,6 +428,7 @@ class Config(_Model):
         for section, key in (("loops", "timeout"), ("loops", "metadata_timeout"), ("loops", "pause")):
             data[section][key] = format_duration(data[section][key])
         data["git"]["timeout"] = format_duration(self.git.timeout)
+        data["git"]["freshness"] = format_duration(self.git.freshness)
         data["artifacts"]["prune_interval"] = format_duration(self.artifacts.prune_interval)
 
         for key in ("backoff", "max_backoff"):

@@ -225,6 +225,11 @@ class Metrics:
             "YARN ResourceManager REST calls that failed on every address after the retries.",
             registry=r,
         )
+        self.rm_requests = Counter(
+            "peach_resourcemanager_requests",
+            "YARN ResourceManager REST calls made (every attempt; rate() gives calls per second).",
+            registry=r,
+        )
         self.rm_failovers = Counter(
             "peach_resourcemanager_failovers",
             "Times the YARN client moved to another ResourceManager (HA failover).",
@@ -242,6 +247,13 @@ class Metrics:
         )
         self.kerberos_renewals = Counter(
             "peach_kerberos_renewals", "Tickets obtained for the scheduler's own principal.", registry=r
+        )
+        self.webhooks = Counter(
+            "peach_webhooks",
+            "Push webhook deliveries, by source (gitlab, github, gitea, forgejo, unknown) and outcome "
+            "(changed, ignored, refused: bad signature, invalid: not a push event).",
+            ["source", "outcome"],
+            registry=r,
         )
         self._live = _Live(clock)
         r.register(self._live)
@@ -311,13 +323,17 @@ class Metrics:
         self.state_errors.labels(label(source)).inc()
 
     def resourcemanager_event(self, event: str) -> None:
-        """The YARN client's ``error`` (no ResourceManager answered), ``failover``, ``refused`` (401/403)."""
-        counter = {"failover": self.rm_failovers, "refused": self.rm_refusals}.get(event, self.rm_errors)
-        counter.inc()
+        """The YARN client's ``request``, ``failover``, ``error`` (no ResourceManager answered) or
+        ``refused`` (401/403)."""
+        events = {"request": self.rm_requests, "failover": self.rm_failovers, "refused": self.rm_refusals}
+        events.get(event, self.rm_errors).inc()
 
     def kerberos_event(self, event: str) -> None:
         """The ticket cache's ``renewed`` or ``failure`` (executors.yarn.kerberos)."""
         (self.kerberos_renewals if event == "renewed" else self.kerberos_failures).inc()
+
+    def webhook(self, source: str, outcome: str) -> None:
+        self.webhooks.labels(label(source), label(outcome)).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).
