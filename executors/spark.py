@@ -130,9 +130,9 @@ def submit_command(
     yarn = settings.master == "yarn"
     command = [resolve_submit(settings.submit), "--master", settings.master]
     command += ["--deploy-mode", settings.deploy_mode, "--name", f"peach-{task.codops}-{task.name}"]
-    if organisation.hadoop_user:
+    if yarn and organisation.hadoop_user:  # the application runs as the organisation's user
         command += ["--proxy-user", organisation.hadoop_user]
-    elif yarn and kerberos is not None:  # Spark takes one or the other; with a proxy user, our ticket
+    elif yarn and kerberos is not None:  # Spark refuses both: a proxy user goes with our own ticket
         command += ["--principal", kerberos.principal, "--keytab", str(kerberos.keytab)]
     if yarn:
         command += ["--queue", organisation.queue, "--num-executors", str(resources.executors)]

@@ -85,7 +85,7 @@ class ResourceManager:
         """The address that answered last (or will be tried first)."""
         return self.addresses[self._active]
 
-    def _client(self, index: int) -> RestClient:
+    def _client(self, index: int, what: str = "connecting") -> RestClient:
         if index not in self._clients:
             try:  # yarn-api-client checks the address answers /cluster as an active RM
                 self._clients[index] = RestClient(
@@ -94,7 +94,7 @@ class ResourceManager:
             except requests.RequestException as exc:
                 raise ResourceManagerError(str(exc)) from exc
             except Exception as exc:  # "No active RMs found" is a bare Exception
-                self._check_refused("connecting", f"{self.addresses[index]}/ws/v1/cluster/info")
+                self._check_refused(what, f"{self.addresses[index]}/ws/v1/cluster/info")
                 raise ResourceManagerError(f"{self.addresses[index]}: {exc}") from exc
         return self._clients[index]
 
@@ -106,7 +106,7 @@ class ResourceManager:
                 index = (self._active + step) % len(self.addresses)
                 self._observe("request")
                 try:
-                    data = request(self._client(index)).data
+                    data = request(self._client(index, what)).data
                 except APIError as exc:
                     if "status: 404" in str(exc):
                         raise NotFound(f"{what}: {self.addresses[index]} answered 404") from exc

@@ -187,7 +187,8 @@ def test_spnego_rest_calls_succeed_as_the_right_principal_and_fail_clearly_as_an
         with pytest.raises(Refused) as info:
             bad.app(app_id)
         assert str(info.value) == (
-            f"YARN: connecting: {front}/ws/v1/cluster/info refused it as {stranger} (HTTP 403: not allowed)"
+            f"YARN: report of {app_id}: {front}/ws/v1/cluster/info refused it as {stranger} "
+            "(HTTP 403: not allowed)"
         )
         anonymous = ResourceManager([front], timeout=5, retries=1, observe=events.append)
         with pytest.raises(Refused, match=r"as anonymous \(HTTP 401: not authenticated\)"):
