@@ -54,7 +54,8 @@ def register(commands: Commands) -> None:
         _config_show,
         "print the effective configuration, secrets masked",
         "Print the configuration after defaults, PEACH_* overrides and path resolution. "
-        "Passwords are masked. Exit 0, or 2 when the configuration is missing or invalid.",
+        "Passwords are masked; organisations' env and secrets are listed by name (secrets with their "
+        "reference), never by value. Exit 0, or 2 when the configuration is missing or invalid.",
         json="print JSON instead of YAML",
     )
 
