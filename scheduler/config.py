@@ -61,6 +61,8 @@ RESERVED_ENV = frozenset(
         "YARN_CONF_DIR",
         "HADOOP_USER_NAME",
         "KRB5CCNAME",
+        "KRB5_CONFIG",
+        "KRB5_KTNAME",
     }
 )
 
