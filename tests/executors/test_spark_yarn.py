@@ -618,3 +618,22 @@ def test_kerberos_gives_principal_and_keytab_unless_a_proxy_user_impersonates(tm
     assert command[command.index("--proxy-user") + 1] == "chrts-svc"
     local = submit_command(SparkSettings(), CHRTS, req, tmp_path / "runner.py", kerberos=kerberos)
     assert "--keytab" not in local  # no YARN, no Kerberos
+
+
+def test_a_run_reattached_after_a_restart_still_masks_its_organisations_secrets(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    key = tmp_path / "api.key"
+    key.write_text(SECRET_VALUE)
+    spark = make_executor(store, tmp_path, rm)
+    spark.organisations = {"chrts": CHRTS.model_copy(update={"secrets": {"API_KEY": SecretRef(file=key)}})}
+    app_id = rm.submit("peach-chrts-x", "chrts", ["peach", "peach-run-r-back"])
+    rm.set_state(app_id, "RUNNING")
+    recovery = spark.recover([running("r-back", tmp_path, time.time() + 3600, b"[peach] before\n")])
+    execution = recovery.reattached["r-back"]
+    rm.node_logs[rm.container(app_id)] = {"stdout": f"the key is {SECRET_VALUE}\n", "stderr": ""}
+    rm.set_state(app_id, "FINISHED", "FAILED", f"bad key {SECRET_VALUE}")
+    outcome = finish(execution)
+    text = (tmp_path / "r-back.log").read_text()
+    assert "the key is ***" in text and SECRET_VALUE not in text
+    assert SECRET_VALUE not in outcome.summary and SECRET_VALUE not in (outcome.error or "")
