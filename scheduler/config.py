@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -36,6 +36,7 @@ from scheduler.durations import Seconds, SecondsOrZero, format_duration
 from scheduler.errors import ConfigError
 from scheduler.limits import LoopLimits
 from scheduler.names import codops_problem
+from scheduler.notifysettings import NotificationSettings, OrganisationNotifications
 from scheduler.yamlfile import YamlError, load_bytes
 
 CONFIG_ENV = "PEACH_CONFIG"
@@ -375,6 +376,8 @@ class OrganisationSettings(_Model):
             "modify_acls": list(self.modify_acls),
         }
 
+    notifications: OrganisationNotifications = OrganisationNotifications()
+
 
 class Config(_Model):
     """The effective operator configuration. ``None`` values mean the documented default."""
@@ -390,6 +393,7 @@ class Config(_Model):
     kerberos: KerberosSettings | None = None  # None: no Kerberos (Hadoop simple auth, yarn.user)
 
     environments: EnvironmentSettings = EnvironmentSettings()
+    notifications: NotificationSettings = NotificationSettings()
     organisations: dict[Codops, OrganisationSettings] = {}
 
     @field_validator("workspace")
@@ -435,6 +439,12 @@ class Config(_Model):
 
         for key in ("backoff", "max_backoff"):
             data["environments"][key] = format_duration(data["environments"][key])
+        for key in ("timeout", "backoff", "max_backoff"):
+            data["notifications"][key] = format_duration(data["notifications"][key])
+        if data["notifications"]["smtp"]:
+            data["notifications"]["smtp"]["timeout"] = format_duration(
+                data["notifications"]["smtp"]["timeout"]
+            )
         data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
         for codops, organisation in self.organisations.items():  # names and references, never values
             shown = data["organisations"][codops]
@@ -548,6 +558,8 @@ def _did_you_mean(loc: tuple[Any, ...]) -> str:
         else:
             field = model.model_fields.get(str(part))
             annotation = field.annotation if field else None
+            # an optional section (``smtp: SmtpSettings | None``): its model
+            annotation = next((a for a in get_args(annotation) if isinstance(a, type)), annotation)
             if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
                 return ""
             model = annotation

@@ -8,7 +8,6 @@ longer lists has ended (or YARN forgot it): only then does its follower ask for 
 its logs). The tracker's thread runs while something is followed, and stops by itself otherwise.
 """
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +15,6 @@ from typing import Any
 
 from executors.yarn.client import ACTIVE_STATES, ResourceManager
 from scheduler.errors import ResourceManagerError
-
-log = logging.getLogger(__name__)
 
 PEACH_TAG = "peach"
 ENDED = "ended"  # what ``report`` says of an application a fresh answer does not list

@@ -19,9 +19,9 @@ GitLab disables a hook that keeps failing. Each delivery is counted in
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 
 from scheduler.http.context import API, Shared, answers
 
@@ -29,19 +29,6 @@ router = APIRouter(prefix=API, tags=["hooks"])
 
 SIGNATURES = (("X-Gitea-Signature", "gitea"), ("X-Forgejo-Signature", "forgejo"))
 URL_FIELDS = ("clone_url", "ssh_url", "git_url", "html_url", "git_http_url", "git_ssh_url", "url", "homepage")
-
-
-def source_and_verified(request_headers: Any, body: bytes, secret: str) -> tuple[str, bool]:
-    """Which server sent it, and whether it proves it knows ``secret``."""
-    if (token := request_headers.get("X-Gitlab-Token")) is not None:
-        return "gitlab", hmac.compare_digest(token.encode(), secret.encode())
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    for header, source in SIGNATURES:
-        if (signature := request_headers.get(header)) is not None:
-            return source, hmac.compare_digest(signature.strip().lower().encode(), digest.encode())
-    if (signature := request_headers.get("X-Hub-Signature-256")) is not None:
-        return "github", hmac.compare_digest(signature.strip().lower().encode(), f"sha256={digest}".encode())
-    return "unknown", False
 
 
 def push_event(source: str, headers: Any) -> bool:
@@ -69,6 +56,34 @@ def pushed(payload: Any) -> tuple[set[str], str]:
     return urls, ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else ""
 
 
+async def signed(shared: Shared, request: Request) -> tuple[str, bytes]:
+    """The delivery's source and body once it proves it knows the secret: every route here depends on it,
+    as the actions depend on the bearer token. 403 without a configured secret, 401 for a missing or
+    wrong signature (compared in constant time)."""
+    secret = (shared.webhook_secret or "").encode()
+    if not secret:
+        raise HTTPException(403, f"webhooks are disabled: no secret is set in ${shared.webhook_secret_env}")
+    body, headers = await request.body(), request.headers
+    digest = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+    header, gitea = next(((h, name) for h, name in SIGNATURES if h in headers), ("", ""))
+    if (token := headers.get("X-Gitlab-Token")) is not None:
+        source, verified = "gitlab", hmac.compare_digest(token.encode(), secret)
+    elif gitea:
+        source, verified = gitea, hmac.compare_digest(headers[header].strip().lower().encode(), digest)
+    elif "X-Hub-Signature-256" in headers:
+        signature = headers["X-Hub-Signature-256"].strip().lower().encode()
+        source, verified = "github", hmac.compare_digest(signature, b"sha256=" + digest)
+    else:
+        source, verified = "unknown", False
+    if not verified:
+        shared.metrics.webhook(source, "refused")
+        raise HTTPException(401, "the webhook's signature or token is missing or wrong")
+    return source, body
+
+
+Delivery = Annotated[tuple[str, bytes], Depends(signed)]
+
+
 @router.post(
     "/hooks/git",
     responses=answers(
@@ -77,15 +92,9 @@ def pushed(payload: Any) -> tuple[set[str], str]:
         _403="webhooks are disabled: no secret is configured",
     ),
 )
-async def git_push(shared: Shared, request: Request) -> dict[str, Any]:
+async def git_push(shared: Shared, delivery: Delivery, request: Request) -> dict[str, Any]:
     """A push event: the repositories it changed (``changed``: ``codops: url``), empty when none."""
-    if not shared.webhook_secret or shared.pushed is None:
-        raise HTTPException(403, f"webhooks are disabled: no secret is set in ${shared.webhook_secret_env}")
-    body = await request.body()
-    source, verified = source_and_verified(request.headers, body, shared.webhook_secret)
-    if not verified:
-        shared.metrics.webhook(source, "refused")
-        raise HTTPException(401, "the webhook's signature or token is missing or wrong")
+    source, body = delivery
     if not push_event(source, request.headers):
         shared.metrics.webhook(source, "ignored")
         return {"changed": [], "ignored": "not a push event"}
@@ -94,6 +103,6 @@ async def git_push(shared: Shared, request: Request) -> dict[str, Any]:
     except ValueError as exc:  # json.JSONDecodeError is one
         shared.metrics.webhook(source, "invalid")
         raise HTTPException(400, f"webhook from {source}: {exc}") from None
-    changed = shared.pushed(urls, branch) if branch else []
+    changed = shared.pushed(urls, branch) if branch and shared.pushed is not None else []
     shared.metrics.webhook(source, "changed" if changed else "ignored")
     return {"changed": changed}

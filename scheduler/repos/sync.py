@@ -43,6 +43,7 @@ import git
 from scheduler.config import Config, Repository
 from scheduler.errors import ConfigError, SyncError
 from scheduler.limits import LoopLimits
+from scheduler.notifysettings import OrganisationNotifications
 from scheduler.repos import git as gitrun
 from scheduler.repos.heads import RemoteHeads
 from scheduler.spec.definitions import Definitions, Task, load_definitions
@@ -92,10 +93,12 @@ class RepositorySync:
         limits: LoopLimits | None = None,
         environ: Mapping[str, str] | None = None,
         heads: RemoteHeads | None = None,
+        notifications: OrganisationNotifications | None = None,
         *,
         secret_names: Collection[str] | None = None,
     ) -> None:
         self.codops, self.repository, self.timeout = codops, repository, timeout
+        self.notifications = notifications
         self.secret_names = secret_names  # the organisation's secrets a task may ask for; None: unchecked
         self.workspace = workspace
         self.limits = limits or LoopLimits()
@@ -204,7 +207,11 @@ class RepositorySync:
         if self._loaded is None:
             secrets = None if self.secret_names is None else {self.codops: self.secret_names}
             definitions = load_definitions(
-                self.path, allowed_codops=[self.codops], limits=self.limits, secrets=secrets
+                self.path,
+                allowed_codops=[self.codops],
+                limits=self.limits,
+                secrets=secrets,
+                notifications={self.codops: self.notifications} if self.notifications else None,
             )
             self._loaded = (commit, definitions)
         return self._loaded[1]
@@ -297,6 +304,7 @@ def repository_syncs(
                 config.loops.limits,
                 environ,
                 heads,
+                organisation.notifications,
                 secret_names=tuple(organisation.secrets),
             )
             for repo in organisation.repositories

@@ -34,6 +34,7 @@ from scheduler.http import dashboard
 from scheduler.http.api import create_app
 from scheduler.metrics import Metrics
 from scheduler.names import METADATA_LOOP
+from scheduler.notify.notifier import Notifier
 from scheduler.repos.heads import RemoteHeads, repository_key
 from scheduler.repos.sync import repository_syncs
 from scheduler.runs import reruns
@@ -106,7 +107,16 @@ class Service:
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
-        self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits, artifacts=policy)
+        self.notifier = Notifier(
+            config.notifications,
+            {codops: org.notifications for codops, org in config.organisations.items()},
+            self.store,
+            self.metrics,
+            environ,
+        )
+        self.runtime = Runtime(
+            self.store, self.metrics, executors, config.loops.limits, artifacts=policy, notifier=self.notifier
+        )
         self.housekeeping = Housekeeping(
             self.store, self.metrics, policy, config.artifacts.prune_interval, self.remove_rerun_leftovers
         )
@@ -195,6 +205,7 @@ class Service:
         if self.tickets is not None:
             self.tickets.refresh()  # a failure is logged, counted and keeps /readyz not ready
             threading.Thread(target=self._renewing, name="kerberos", daemon=True).start()
+        self.notifier.start()
         self.recover()
         self.start_http()
         self.housekeeping.start()
@@ -206,6 +217,7 @@ class Service:
         """Settle leftovers, then one pass of every loop (concurrently); the runs of that pass."""
         if self.tickets is not None:
             self.tickets.refresh()
+        self.notifier.start()
         self.recover()
         for organisation in self.organisations.values():
             organisation.sync()  # so that the metadata loop knows every organisation's metadata tasks
@@ -254,6 +266,7 @@ class Service:
 
     def close(self) -> None:
         self._renewal_stop.set()
+        self.notifier.stop()
         self.housekeeping.stop()
         if self._server is not None and self._http is not None:
             self._server.should_exit = True

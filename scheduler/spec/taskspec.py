@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, field_validator
 
 from scheduler.durations import Seconds
+from scheduler.spec.notifyspec import NotifySpec
 
 SPARK_KEY_PATTERN = re.compile(r"spark\.[A-Za-z0-9_.-]+")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -37,6 +38,7 @@ class TaskDefinition(BaseModel):
     spark: dict[StrictStr, StrictStr | StrictBool | int | float] = {}
     # the organisation's secrets this task receives; None: all of them
     secrets: tuple[StrictStr, ...] | None = None
+    notify: NotifySpec | None = None  # who is told of a first failure and of the recovery
 
     @field_validator("method")
     @classmethod
