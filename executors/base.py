@@ -30,10 +30,11 @@ executors never see the store) and ``recover`` answers, for each, whether it re-
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from executors.masking import Masker
 from executors.progress import Progress
 from scheduler.capacity import Demand
 from scheduler.errors import ExecutionError
@@ -166,6 +167,7 @@ class Execution(ABC):
         # the run's spark-submit has exited while the run goes on elsewhere (on YARN): its submission
         # slot is given back then; a local run's submission lasts as long as the run
         self.submitted = False
+        self.masker = Masker(())  # the run's secret values: masked in what it reports and how it ended
         self._manifest = manifest or ExecutionManifest()
 
     def manifest(self) -> ExecutionManifest:
@@ -173,6 +175,8 @@ class Execution(ABC):
 
     def reported(self, progress: Progress) -> None:
         """The run reported ``progress`` (from whichever thread reads its output)."""
+        if progress.message and self.masker:
+            progress = replace(progress, message=self.masker.text(progress.message))
         self.progress = progress
 
     @abstractmethod
@@ -188,18 +192,26 @@ class Execution(ABC):
         clock = self.deadline.clock
         while self.outcome is None:
             if self.deadline.passed():
-                return self._end(RunStatus.TIMED_OUT, self.deadline.words)
+                return self._masked(self._end(RunStatus.TIMED_OUT, self.deadline.words))
             bound = self.deadline.earliest(until)
             if self._poll(None if bound is None else max(0.0, bound - clock())):
-                return self._end(None, "")
+                return self._masked(self._end(None, ""))
             if until is not None and clock() >= until and not self.deadline.passed():
                 return None
-        return self.outcome
+        return self._masked(self.outcome)
 
     def kill(self, reason: str) -> Outcome:
         """End the run now (status KILLED unless it had already ended) and return its outcome."""
         self._check_started()
-        return self._end(RunStatus.KILLED, reason)
+        return self._masked(self._end(RunStatus.KILLED, reason))
+
+    def _masked(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with the run's secret values masked in its words (YARN diagnostics may quote them)."""
+        if self.masker:
+            error = None if outcome.error is None else self.masker.text(outcome.error)
+            outcome = replace(outcome, summary=self.masker.text(outcome.summary), error=error)
+            self.outcome = outcome
+        return outcome
 
     @abstractmethod
     def _poll(self, timeout: float | None) -> bool:

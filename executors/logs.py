@@ -8,6 +8,8 @@ Design (one writer thread per run, files only, memory bounded by the tail size):
 - The first ``head_bytes`` go straight to the file, cut at a line end when one is near.
 - After that, output goes into the tail: a deque of chunks holding at most ``tail_bytes`` (plus one
   chunk); older chunks fall off and are counted as dropped.
+- Secret values the run received are masked (``executors.masking``) before anything is stamped or stored:
+  its output, the driver logs fetched into it and peach's own notes alike.
 - The tail is written into the file right after the head: at most every ``flush_interval`` seconds while
   the run goes, and at ``close``. When anything was dropped, a marker line between head and tail says
   how many bytes (``[peach] ... 1234 bytes dropped ...``). So the file on disk is always head + marker
@@ -27,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from executors.masking import Masker
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +90,10 @@ class CappedLog:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         append: bool = False,
+        masker: Masker | None = None,
     ) -> None:
         self.path = path
+        self.masker = masker or Masker(())
         self.limits = limits or LogLimits()
         self._clock, self._wall = clock, wall
         self._file = path.open("r+b" if append and path.exists() else "wb")
@@ -117,8 +123,11 @@ class CappedLog:
 
     def output(self, data: bytes) -> None:
         """Append raw output of the run (any chunking; lines may span calls)."""
-        if not data:
-            return
+        data = self.masker.feed(data)
+        if data:
+            self._append_output(data)
+
+    def _append_output(self, data: bytes) -> None:
         prefix = _stamp(self._wall())
         body = data[:-1] if data.endswith(b"\n") else data
         stamped = body.replace(b"\n", b"\n" + prefix)
@@ -132,6 +141,7 @@ class CappedLog:
 
     def note(self, text: str) -> None:
         """Append a line from peach itself (start, end, kill) to the log."""
+        text = self.masker.text(text)  # output held back as a possible secret stays held
         line = _stamp(self._wall()) + b"[peach] " + text.encode("utf-8", "replace") + b"\n"
         self._append(line if self._line_start else b"\n" + line)
         self._line_start = True
@@ -229,6 +239,9 @@ class CappedLog:
         line saying why the rest is missing when there is room for it again."""
         if self._file.closed:
             return
+        held = self.masker.flush()
+        if held:
+            self._append_output(held)
         self._dirty = True
         self.flush()
         if self.failure is not None:

@@ -43,6 +43,7 @@ from executors.base import (
 )
 from executors.cgroups import MemoryCgroups, RunCgroup
 from executors.logs import CappedLog, LogLimits, LogPump
+from executors.masking import Masker
 from executors.progress import Progress, ProgressScanner
 from scheduler.capacity import describe_mib
 from scheduler.errors import ExecutionError
@@ -158,8 +159,9 @@ class Launcher:
         cwd: Path,
         log_path: Path,
         on_output: Callable[[bytes], None] | None = None,
+        masker: Masker | None = None,
     ) -> "LocalProcess":
-        return LocalProcess(request, command, env, cwd, log_path, self, on_output)
+        return LocalProcess(request, command, env, cwd, log_path, self, on_output, masker)
 
     def recover(self, running: Sequence[RunningRun]) -> Recovery:
         """Local runs after a restart: their output went through the scheduler, which is gone, so a
@@ -198,8 +200,10 @@ class LocalProcess:
         log_path: Path,
         launcher: Launcher,
         on_output: Callable[[bytes], None] | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.request, self.run_id, self.key = request, request.run_id, request.task.key
+        self.masker = masker or Masker(())  # the run's secret values, masked in its log
         self.command, self.env, self.cwd = command, {**env, RUN_MARKER: request.run_id}, cwd
         self.log_path, self.launcher, self.on_output = log_path, launcher, on_output
         self.on_progress: Callable[[Progress], None] | None = None  # told each progress line (pump thread)
@@ -218,7 +222,9 @@ class LocalProcess:
         """Open the log and start the child; raises ``ExecutionError`` (log closed) if either fails."""
         task, launcher = self.request.task, self.launcher
         try:
-            self.log = CappedLog(self.log_path, launcher.limits, launcher.clock, launcher.wall)
+            self.log = CappedLog(
+                self.log_path, launcher.limits, launcher.clock, launcher.wall, masker=self.masker
+            )
             self.log.note(f"run {self.run_id}: task {task.key} version {self.request.version or '-'}")
         except OSError as exc:
             raise ExecutionError(f"run {self.run_id}: cannot write its log {self.log_path}: {exc}") from exc
@@ -378,6 +384,7 @@ class ProcessExecution(Execution):
     ) -> None:
         super().__init__(process.run_id, process.key, process.log_path, manifest=manifest)
         self.request, self.process, self._cleanup = process.request, process, cleanup
+        self.masker = process.masker
         process.on_progress = self.reported
         self.pid: int | None = None
         self._ending = threading.Lock()

@@ -16,13 +16,15 @@ from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import PROC, Launcher, Popen, ProcessExecution
 from executors.rundir import ARTIFACTS_ENV, DEFAULT_PASS_ENV, LocalRuns, task_environment
+from scheduler.config import OrganisationSettings
 from scheduler.spec.taskspec import ExecutorKind
 
 __all__ = ["ARTIFACTS_ENV", "DEFAULT_PASS_ENV", "PythonExecutor", "task_environment"]
 
 
 class PythonExecutor(Executor):
-    """Runs tasks as local child processes. ``source_env`` defaults to the scheduler's ``os.environ``."""
+    """Runs tasks as local child processes. ``source_env`` defaults to the scheduler's ``os.environ``;
+    ``organisations`` gives each codops' ``env`` and secrets (``executors.taskenv``)."""
 
     kind = ExecutorKind.PYTHON
 
@@ -37,6 +39,7 @@ class PythonExecutor(Executor):
         keep_workdir: bool = False,
         artifacts_root: Path | None = None,
         source_env: Mapping[str, str] | None = None,
+        organisations: Mapping[str, OrganisationSettings] | None = None,
         proc_root: Path = PROC,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -50,6 +53,7 @@ class PythonExecutor(Executor):
             keep_workdir=keep_workdir,
             artifacts_root=artifacts_root,
             source_env=source_env,
+            organisations=organisations,
         )
         self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen, cgroups)
 
@@ -65,7 +69,12 @@ class PythonExecutor(Executor):
         with prepared.building():
             command = [str(prepared.env.python), str(prepared.runner)]
         process = self.launcher.process(
-            request, command, prepared.environ, prepared.workdir, prepared.log_path
+            request,
+            command,
+            prepared.environ,
+            prepared.workdir,
+            prepared.log_path,
+            masker=prepared.taskenv.masker(),
         )
         execution = ProcessExecution(process, cleanup=prepared.cleanup, manifest=prepared.manifest())
         execution.artifacts_dir = prepared.artifacts

@@ -18,6 +18,7 @@ from executors.environments import EnvironmentStore
 from executors.python import PythonExecutor
 from executors.spark import SparkExecutor
 from executors.yarn.client import ResourceManager
+from executors.yarn.kerberos import TicketCache
 from scheduler.config import Config
 from scheduler.spec.taskspec import ExecutorKind
 
@@ -32,6 +33,7 @@ class Services:
     resourcemanager: ResourceManager | None = None
     log_server: str | None = None  # the operator's yarn.log_server, else the cluster's yarn-site.xml
     cgroups: MemoryCgroups | None = None  # memory caps for local runs, where the host allows them
+    tickets: TicketCache | None = None  # the scheduler's own Kerberos ticket cache, when configured
 
 
 Factory = Callable[[Config, Services], Executor]
@@ -43,6 +45,7 @@ def python_executor(config: Config, services: Services) -> Executor:
         services.runs_root,
         artifacts_root=services.artifacts_root,
         cgroups=services.cgroups,
+        organisations=config.organisations,
     )
 
 
@@ -54,6 +57,7 @@ def spark_executor(config: Config, services: Services) -> Executor:
         config.spark,
         config.organisations,
         resourcemanager=services.resourcemanager,
+        tickets=services.tickets,
         log_server=services.log_server,
         lifetime_grace=yarn.lifetime_grace,
         poll=yarn.poll,

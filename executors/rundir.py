@@ -8,8 +8,9 @@ Each run gets ``<runs_root>/<run id>/``::
     artifacts/    files kept with the run (``PEACH_ARTIFACTS_DIR``; ``<artifacts_root>/<run id>`` if set)
 
 The child's environment is built from an allow-list (``pass_env``, ``LC_*``) plus what the run needs
-(``PEACH_RUN_ID``, ``PEACH_CODOPS``, ``PEACH_TASK``, ``PEACH_VERSION``, ``VIRTUAL_ENV``); nothing else of
-the scheduler's environment (tokens, database URLs, settings) reaches task code.
+(``PEACH_RUN_ID``, ``PEACH_CODOPS``, ``PEACH_TASK``, ``PEACH_VERSION``, ``VIRTUAL_ENV``), and its
+organisation's ``env`` and secrets (``executors.taskenv``; secrets only when ``secrets_in_env``); nothing
+else of the scheduler's environment (tokens, database URLs, settings) reaches task code.
 
 ``LocalRuns.prepare`` builds all that around an environment the executor chooses; the executor then
 builds its command line inside ``Prepared.building()`` (which releases the environment if that fails)
@@ -22,13 +23,15 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from executors.base import ExecutionManifest, RunRequest
 from executors.environments import Environment
 from executors.runner import runner_script
+from executors.taskenv import TaskEnv, resolve
+from scheduler.config import OrganisationSettings
 from scheduler.errors import EnvironmentBuildError, ExecutionError
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,8 @@ class Prepared:
     environ: dict[str, str]
     artifacts: Path | None
     keep_workdir: bool = False
+    taskenv: TaskEnv = field(default_factory=TaskEnv)
+    private_files: list[Path] = field(default_factory=list)  # removed when the run is over, kept or not
 
     @contextlib.contextmanager
     def building(self) -> Iterator[None]:
@@ -93,6 +98,8 @@ class Prepared:
     def cleanup(self) -> None:
         """When the run is over: release the environment, remove the work directory unless kept."""
         self.env.release()
+        for path in self.private_files:
+            path.unlink(missing_ok=True)
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -112,9 +119,16 @@ class LocalRuns:
         keep_workdir: bool = False,
         artifacts_root: Path | None = None,
         source_env: Mapping[str, str] | None = None,
+        organisations: Mapping[str, OrganisationSettings] | None = None,
     ) -> None:
         self.root, self.pass_env, self.keep_workdir = Path(runs_root), pass_env, keep_workdir
         self.artifacts_root, self._source_env = artifacts_root, source_env
+        self.organisations = organisations if organisations is not None else {}
+
+    @property
+    def source_env(self) -> Mapping[str, str]:
+        """The scheduler's environment: what is passed on, and where ``{env: VAR}`` secrets are read."""
+        return os.environ if self._source_env is None else self._source_env
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
@@ -123,10 +137,19 @@ class LocalRuns:
         return self.run_dir(run_id) / "output.log"
 
     def prepare(
-        self, request: RunRequest, environment: Callable[[], Environment], *, artifacts: bool = True
+        self,
+        request: RunRequest,
+        environment: Callable[[], Environment],
+        *,
+        artifacts: bool = True,
+        secrets_in_env: bool = True,
     ) -> Prepared:
         """The run's directory, its environment (``environment()``: built or found, leased), runner and
-        child environment; ``artifacts`` False: the run's files cannot be collected here."""
+        child environment; ``artifacts`` False: the run's files cannot be collected here;
+        ``secrets_in_env`` False: the executor delivers the secrets (``Prepared.taskenv``) another way.
+        A secret that cannot be read raises ``ExecutionError`` before anything is made."""
+        task = request.task
+        taskenv = resolve(self.organisations.get(task.codops), task, request.run_id, self.source_env)
         run_dir = self._make_dir(request)
         log_path = self.log_path(request.run_id)
         try:
@@ -138,12 +161,14 @@ class LocalRuns:
             raise
         workdir = run_dir / "work"
         prepared = Prepared(request, run_dir, log_path, workdir, run_dir / "runner.py", env, {}, None)
-        prepared.keep_workdir = self.keep_workdir
+        prepared.keep_workdir, prepared.taskenv = self.keep_workdir, taskenv
         with prepared.building():
             (workdir / "tmp").mkdir(parents=True)
             prepared.runner.write_text(runner_script(request.task))
-            source = os.environ if self._source_env is None else self._source_env
-            prepared.environ = task_environment(request, workdir, env, source, self.pass_env)
+            prepared.environ = task_environment(request, workdir, env, self.source_env, self.pass_env)
+            prepared.environ.update(taskenv.env)
+            if secrets_in_env:
+                prepared.environ.update(taskenv.secrets)
             if artifacts:
                 prepared.artifacts = self._artifacts_dir(request, run_dir)
                 prepared.artifacts.mkdir(parents=True)

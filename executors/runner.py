@@ -4,7 +4,9 @@ The script needs nothing but the task environment's own ``python`` (and pyspark 
 for ``spark``). Task code is compiled under the notebook cell's name, so tracebacks read
 ``notebooks/train.ipynb[cell 3], line 2``, with the source line shown. Before the task's code runs, the
 script installs the progress helper (``executors/peach_progress.py``, carried as text) as the module
-``peach_progress``, so ``import peach_progress`` works in any task environment, locally or on YARN.
+``peach_progress``, so ``import peach_progress`` works in any task environment, locally or on YARN. When
+``PEACH_SECRETS_FILE`` names a file (a run on YARN), its JSON object of secrets is put into ``os.environ``
+and the file removed before the task's code is even loaded.
 """
 
 import json
@@ -83,8 +85,27 @@ def _call(function):
             session.stop()
 
 
+def _load_secrets():
+    # On YARN the run's secrets come as a private file localised next to the driver (never in the Spark
+    # conf, which every UI shows): read into the environment before any task code runs, then removed.
+    import os
+
+    name = os.environ.pop("PEACH_SECRETS_FILE", None)
+    if not name:
+        return
+    try:
+        with open(name, encoding="utf-8") as file:
+            os.environ.update(json.load(file))
+    finally:
+        try:
+            os.remove(name)
+        except OSError:
+            pass
+
+
 def main():
     _install_progress_helper()
+    _load_secrets()
     try:
         _call(_load())
     except SystemExit:

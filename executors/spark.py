@@ -28,7 +28,9 @@ applications killed (``executors.yarn.recovery``); the rest are closed as any lo
 
 import fnmatch
 import importlib.util
+import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -43,12 +45,14 @@ from executors.environments import Environment, EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import PROC, Launcher, Popen, ProcessExecution
 from executors.rundir import DEFAULT_PASS_ENV, LocalRuns, Prepared
+from executors.taskenv import organisation_masker
 from executors.yarn.client import ResourceManager
 from executors.yarn.execution import MAX_TAG_LENGTH, YarnExecution, YarnOptions, run_tag
+from executors.yarn.kerberos import TicketCache
 from executors.yarn.recovery import recover_applications
 from executors.yarn.tracker import ApplicationTracker
 from scheduler.capacity import Demand
-from scheduler.config import OrganisationSettings, Resources, SparkSettings
+from scheduler.config import KerberosSettings, OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError
 from scheduler.spec.definitions import Task
 from scheduler.spec.taskspec import ExecutorKind
@@ -63,6 +67,8 @@ URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/:@\s]*):
 SPARK_PASS_ENV: tuple[str, ...] = (*DEFAULT_PASS_ENV, "JAVA_HOME", "SPARK_HOME", "SPARK_CONF_DIR")
 SPARK_PASS_ENV += ("HADOOP_CONF_DIR", "YARN_CONF_DIR", "HADOOP_USER_NAME")
 YARN_PYTHON = "./environment/bin/python"
+SECRETS_FILE = "peach-secrets.json"  # the name of the run's secrets in the driver's container on YARN
+SECRETS_ENV = "PEACH_SECRETS_FILE"  # tells the runner to read it (executors.runner)
 MAX_TAGS = 10
 
 
@@ -116,17 +122,33 @@ def submit_command(
     *,
     archive: Path | None = None,
     python_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    secrets_file: Path | None = None,
+    kerberos: KerberosSettings | None = None,
 ) -> list[str]:
-    """The spark-submit argument list for one run."""
+    """The spark-submit argument list for one run. ``env`` (the organisation's plain settings) goes to the
+    YARN application master's and executors' environment (a local driver has it in its own);
+    ``secrets_file`` is shipped privately with ``--files`` (never a secret value in a ``--conf``)."""
     task, resources = request.task, organisation.resources
     yarn = settings.master == "yarn"
     command = [resolve_submit(settings.submit), "--master", settings.master]
     command += ["--deploy-mode", settings.deploy_mode, "--name", f"peach-{task.codops}-{task.name}"]
+    if yarn and organisation.hadoop_user:  # the application runs as the organisation's user
+        command += ["--proxy-user", organisation.hadoop_user]
+    elif yarn and kerberos is not None:  # Spark refuses both: a proxy user goes with our own ticket
+        command += ["--principal", kerberos.principal, "--keytab", str(kerberos.keytab)]
     if yarn:
         command += ["--queue", organisation.queue, "--num-executors", str(resources.executors)]
     command += _resources(resources)
     conf = {key: _conf_value(value) for key, value in settings.conf.items()}
     conf.update(task_overrides(request, settings.allowed_overrides))
+    conf.update(acl_conf(organisation))
+    if yarn and settings.deploy_mode == "cluster":
+        for variable, setting in (env or {}).items():
+            conf[f"spark.yarn.appMasterEnv.{variable}"] = conf[f"spark.executorEnv.{variable}"] = setting
+        if secrets_file is not None:
+            command += ["--files", f"{secrets_file}#{SECRETS_FILE}"]
+            conf[f"spark.yarn.appMasterEnv.{SECRETS_ENV}"] = SECRETS_FILE
     if yarn:
         if archive is not None:
             command += ["--archives", f"{archive}#environment"]
@@ -144,6 +166,25 @@ def submit_command(
     for key in sorted(conf):
         command += ["--conf", f"{key}={conf[key]}"]
     return [*command, str(runner)]
+
+
+def acl_conf(organisation: OrganisationSettings) -> dict[str, str]:
+    """Spark's ACLs for an organisation's applications (Spark hands them to YARN as the application's
+    VIEW_APP / MODIFY_APP ACLs too): users as given, groups written ``@group``. Nothing when none is set."""
+    if not organisation.view_acls and not organisation.modify_acls:
+        return {}
+    conf = {"spark.acls.enable": "true"}
+    for what, entries in (
+        ("spark.ui.view.acls", organisation.view_acls),
+        ("spark.modify.acls", organisation.modify_acls),
+    ):
+        users = [e for e in entries if not e.startswith("@")]
+        groups = [e[1:] for e in entries if e.startswith("@")]
+        if users:
+            conf[what] = ",".join(users)
+        if groups:
+            conf[f"{what}.groups"] = ",".join(groups)
+    return conf
 
 
 def _resources(resources: Resources) -> list[str]:
@@ -194,6 +235,17 @@ def redact(name: str, value: str) -> str:
     return URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", value)
 
 
+def private_secrets(prepared: Prepared) -> Path:
+    """The run's secrets as a JSON file only its owner can read, in its work directory, for ``--files``:
+    YARN localises it privately into the driver's container; it is removed when the run is over."""
+    path = prepared.workdir / SECRETS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        json.dump(dict(prepared.taskenv.secrets), file)
+    prepared.private_files.append(path)
+    return path
+
+
 NO_ARTIFACTS_ON_YARN = (
     "artifacts: not collected: in YARN cluster mode the driver runs on the cluster, so files it "
     "writes stay there (the entry function's `artifacts` argument is a scratch directory that is "
@@ -215,6 +267,7 @@ class SparkExecutor(Executor):
         organisations: Mapping[str, OrganisationSettings],
         *,
         resourcemanager: ResourceManager | None = None,
+        tickets: TicketCache | None = None,
         log_server: str | None = None,
         lifetime_grace: float = 600.0,
         poll: float = 2.0,
@@ -238,9 +291,10 @@ class SparkExecutor(Executor):
             keep_workdir=keep_workdir,
             artifacts_root=artifacts_root,
             source_env=source_env,
+            organisations=organisations,
         )
         self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen, cgroups)
-        self.resourcemanager = resourcemanager
+        self.resourcemanager, self.tickets = resourcemanager, tickets
         tracker = ApplicationTracker(resourcemanager, poll) if resourcemanager is not None else None
         self.yarn_options = YarnOptions(log_server, lifetime_grace, poll, log_wait, tracker=tracker)
 
@@ -267,16 +321,22 @@ class SparkExecutor(Executor):
             raise ExecutionError("the spark master is yarn but no ResourceManager is configured")
         task_overrides(request, self.settings.allowed_overrides)  # refuse before building anything
         cluster = self.yarn and self.settings.deploy_mode == "cluster"
-        prepared = self.runs.prepare(request, lambda: self._environment(request), artifacts=not cluster)
+        prepared = self.runs.prepare(
+            request, lambda: self._environment(request), artifacts=not cluster, secrets_in_env=not cluster
+        )
         with prepared.building():
-            command = self._command(prepared)
+            secrets_file = private_secrets(prepared) if cluster and prepared.taskenv.secrets else None
+            command = self._command(prepared, secrets_file)
         manifest = prepared.manifest(spark=spark_settings(command))
-        args = (request, command, prepared.environ, prepared.workdir, prepared.log_path)
+        masker = prepared.taskenv.masker()
+        process = self.launcher.process(
+            request, command, prepared.environ, prepared.workdir, prepared.log_path, masker=masker
+        )
         execution: Execution
         if self.yarn:
             assert self.resourcemanager is not None
             execution = YarnExecution.submitting(
-                self.launcher.process(*args),
+                process,
                 self.resourcemanager,
                 run_tag(request.run_id),
                 self.yarn_options,
@@ -284,9 +344,7 @@ class SparkExecutor(Executor):
                 manifest=manifest,
             )
         else:
-            execution = ProcessExecution(
-                self.launcher.process(*args), cleanup=prepared.cleanup, manifest=manifest
-            )
+            execution = ProcessExecution(process, cleanup=prepared.cleanup, manifest=manifest)
         execution.artifacts_dir = prepared.artifacts
         if prepared.artifacts is None:
             execution.artifacts_note = NO_ARTIFACTS_ON_YARN
@@ -298,7 +356,7 @@ class SparkExecutor(Executor):
             return self.environments.archive(request.task.requirements, python)
         return self.environments.ensure(request.task.requirements)
 
-    def _command(self, prepared: Prepared) -> list[str]:
+    def _command(self, prepared: Prepared, secrets_file: Path | None = None) -> list[str]:
         request, environ, python_path = prepared.request, prepared.environ, None
         if not self.yarn:
             python_path = pyspark_path(prepared.run_dir / "pyspark")
@@ -308,6 +366,11 @@ class SparkExecutor(Executor):
             if "SPARK_HOME" not in environ and home is not None:
                 environ["SPARK_HOME"] = str(home)
         organisation = self.organisation(request.task.codops)
+        cluster = self.yarn and self.settings.deploy_mode == "cluster"
+        if self.tickets is not None and cluster and organisation.hadoop_user:
+            # spark-submit impersonates with the scheduler's own ticket (Spark refuses --principal with
+            # --proxy-user); only in cluster mode, where its environment is not the task's
+            environ.update(self.tickets.environ())
         log.info("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
         return submit_command(
             self.settings,
@@ -316,6 +379,9 @@ class SparkExecutor(Executor):
             prepared.runner,
             archive=prepared.env.archive,
             python_path=python_path,
+            env=prepared.taskenv.env,
+            secrets_file=secrets_file,
+            kerberos=self.tickets.settings if self.tickets is not None else None,
         )
 
     def recover(self, running: Sequence[RunningRun]) -> Recovery:
@@ -325,7 +391,12 @@ class SparkExecutor(Executor):
         recovery = Recovery()
         if self.resourcemanager is not None:  # also when the master changed since: its apps still run
             recovery = recover_applications(
-                self.resourcemanager, running, self.launcher, self.yarn_options, self.runs.log_path
+                self.resourcemanager,
+                running,
+                self.launcher,
+                self.yarn_options,
+                self.runs.log_path,
+                lambda run: organisation_masker(self.organisations.get(run.codops), self.runs.source_env),
             )
         rest = [r for r in running if r.run_id not in recovery.reattached and r.run_id not in recovery.closed]
         return recovery.merge(self.launcher.recover(rest))

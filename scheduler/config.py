@@ -48,6 +48,26 @@ DEFAULT_TOKEN_USER = "oauth2"  # noqa: S105 (a user name) -- what GitLab wants w
 # Spark's own default for spark.redaction.regex: conf values whose key matches are never shown.
 SECRET_KEY = re.compile(r"(?i)secret|password|token|access[.]key|credential")
 MASK = "**********"
+# Variables a task's process needs as the scheduler sets them: an organisation cannot override them.
+RESERVED_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "PYSPARK_PYTHON",
+        "PYSPARK_DRIVER_PYTHON",
+        "SPARK_HOME",
+        "JAVA_HOME",
+        "HADOOP_CONF_DIR",
+        "YARN_CONF_DIR",
+        "HADOOP_USER_NAME",
+        "KRB5CCNAME",
+        "KRB5_CONFIG",
+        "KRB5_KTNAME",
+    }
+)
 
 # PEACH_* variables that override one key each; they win over the file.
 ENVIRONMENT: Mapping[str, tuple[str, ...]] = {
@@ -154,6 +174,7 @@ class YarnSettings(_Model):
     # (``yarn.log.server.web-service.url``)
     log_server: StrictStr | None = None
     log_wait: Seconds = 30.0  # how long to wait for log aggregation after an application ends
+    user: StrictStr | None = None  # Hadoop simple auth: ``user.name=`` on every REST call (no Kerberos)
 
     @field_validator("resourcemanagers")
     @classmethod
@@ -188,6 +209,21 @@ class CapacitySettings(_Model):
     def limits(self) -> Limits:
         local = self.local_runs if self.local_runs is not None else os.cpu_count() or 1
         return Limits(local, self.submissions, self.memory, self.metadata_local_runs)
+
+
+class KerberosSettings(_Model):
+    """The scheduler's own Kerberos identity: spark-submit gets ``--principal``/``--keytab``; the scheduler
+    keeps its own ticket cache (``kinit -kt``) in the workspace for its REST calls. Keytab by path only."""
+
+    principal: StrictStr  # peach/scheduler.example.org@EXAMPLE.ORG
+    keytab: Path
+    krb5_conf: Path | None = None  # default: the system's (/etc/krb5.conf, or $KRB5_CONFIG)
+    renew_every: Seconds | None = None  # None: when a third of the ticket's lifetime is left
+
+    @field_validator("keytab", "krb5_conf")
+    @classmethod
+    def _relative(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else Path(os.path.abspath(_base(info) / value))
 
 
 class GitSettings(_Model):
@@ -291,10 +327,83 @@ class Repository(_Model):
         return (self.username or DEFAULT_TOKEN_USER, secret)
 
 
+class SecretRef(_Model):
+    """Where one of an organisation's secrets is read at run time: exactly one of ``env`` (a variable
+    of the scheduler's environment) or ``file`` (a path, relative to the configuration file). Values
+    are never written in the configuration."""
+
+    env: EnvName | None = None
+    file: Path | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _relative_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else Path(os.path.abspath(_base(info) / value))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_only(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("a secret is given by reference: {env: VARIABLE} or {file: PATH}, never inline")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SecretRef":
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env or file")
+        return self
+
+    def read(self, environ: Mapping[str, str]) -> str:
+        """The value now; raises ``ConfigError`` saying why it cannot be had."""
+        if self.env is not None:
+            if not environ.get(self.env):
+                raise ConfigError(f"environment variable {self.env} is not set in the scheduler")
+            return environ[self.env]
+        try:
+            return Path(str(self.file)).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{self.file} is not UTF-8 text") from None
+
+    def where(self) -> str:
+        """Where the value comes from, for ``config show`` (a name or a path, never the value)."""
+        return f"env {self.env}" if self.env is not None else f"file {self.file}"
+
+
 class OrganisationSettings(_Model):
     repositories: tuple[Repository, ...] = ()
     queue: StrictStr  # YARN queue; defaults to the codops
     resources: Resources = Resources()
+    env: dict[EnvName, StrictStr] = {}  # plain settings every task of the organisation gets
+    secrets: dict[EnvName, SecretRef] = {}  # name -> reference, read when a run starts
+    hadoop_user: StrictStr | None = None  # spark-submit --proxy-user; None: the scheduler's own identity
+    view_acls: tuple[StrictStr, ...] = ()  # users or groups (``@group``) who may see the apps and logs
+    modify_acls: tuple[StrictStr, ...] = ()  # users or groups (``@group``) who may kill the apps
+
+    @field_validator("env", "secrets")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if name.startswith("PEACH_") or name in RESERVED_ENV:
+                raise ValueError(f"{name} is set by the scheduler and cannot be given to tasks")
+        return value
+
+    @model_validator(mode="after")
+    def _env_or_secret(self) -> "OrganisationSettings":
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(f"{', '.join(both)} given both under env and under secrets")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """Who the organisation's applications run as and who may see or change them."""
+        return {
+            "hadoop_user": self.hadoop_user,
+            "view_acls": list(self.view_acls),
+            "modify_acls": list(self.modify_acls),
+        }
+
     notifications: OrganisationNotifications = OrganisationNotifications()
 
 
@@ -310,6 +419,8 @@ class Config(_Model):
     git: GitSettings = GitSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     capacity: CapacitySettings = CapacitySettings()
+    kerberos: KerberosSettings | None = None  # None: no Kerberos (Hadoop simple auth, yarn.user)
+
     environments: EnvironmentSettings = EnvironmentSettings()
     notifications: NotificationSettings = NotificationSettings()
     organisations: dict[Codops, OrganisationSettings] = {}
@@ -364,6 +475,10 @@ class Config(_Model):
                 data["notifications"]["smtp"]["timeout"]
             )
         data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
+        for codops, organisation in self.organisations.items():  # names and references, never values
+            shown = data["organisations"][codops]
+            shown["env"] = sorted(organisation.env)
+            shown["secrets"] = {name: ref.where() for name, ref in sorted(organisation.secrets.items())}
         return data
 
 
@@ -460,6 +575,7 @@ def _did_you_mean(loc: tuple[Any, ...]) -> str:
     containers: dict[str, type[BaseModel]] = {
         "organisations": OrganisationSettings,
         "repositories": Repository,
+        "secrets": SecretRef,
     }
     model: type[BaseModel] = Config
     skip = False

@@ -301,6 +301,19 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.rm_refusals = Counter(
+            "peach_resourcemanager_refusals",
+            "YARN REST calls (RM, NodeManager, log server) refused with 401 or 403.",
+            registry=r,
+        )
+        self.kerberos_failures = Counter(
+            "peach_kerberos_renewal_failures",
+            "kinit of the scheduler's own principal that failed (at start or renewing its ticket).",
+            registry=r,
+        )
+        self.kerberos_renewals = Counter(
+            "peach_kerberos_renewals", "Tickets obtained for the scheduler's own principal.", registry=r
+        )
         self.notifications = Counter(
             "peach_notifications",
             "Notification deliveries by channel (email, webhook) and result: sent, retried (an attempt "
@@ -384,8 +397,14 @@ class Metrics:
         self.state_errors.labels(label(source)).inc()
 
     def resourcemanager_event(self, event: str) -> None:
-        """The YARN client's ``request``, ``failover`` or ``error`` (no ResourceManager answered)."""
-        {"request": self.rm_requests, "failover": self.rm_failovers}.get(event, self.rm_errors).inc()
+        """The YARN client's ``request``, ``failover``, ``error`` (no ResourceManager answered) or
+        ``refused`` (401/403)."""
+        events = {"request": self.rm_requests, "failover": self.rm_failovers, "refused": self.rm_refusals}
+        events.get(event, self.rm_errors).inc()
+
+    def kerberos_event(self, event: str) -> None:
+        """The ticket cache's ``renewed`` or ``failure`` (executors.yarn.kerberos)."""
+        (self.kerberos_renewals if event == "renewed" else self.kerberos_failures).inc()
 
     def notification(self, channel: str, result: str) -> None:
         """A notification delivery's ``result`` on ``channel`` (``scheduler.notify``)."""

@@ -181,7 +181,7 @@ def test_secrets_never_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["config", "show", "--config", str(path), "--json"]) == 0
     out = capsys.readouterr().out
     assert DB_PASSWORD not in out
-    assert json.loads(out[out.index("{") :])["organisations"]["chrts"]["queue"] == "analytics"
+    assert json.loads(out[out.index("\n{") :])["organisations"]["chrts"]["queue"] == "analytics"
 
     inline = write(
         tmp_path, f"organisations:\n  c:\n    repositories:\n      - url: https://u:{DB_PASSWORD}@h/r\n"
@@ -213,3 +213,74 @@ def test_credentials_are_read_when_needed(tmp_path: Path) -> None:
 def test_redact_url() -> None:
     assert redact_url("postgresql://peach:pw@db:5432/x") == "postgresql://peach:**********@db:5432/x"
     assert redact_url("sqlite:////var/lib/peach/state.db") == "sqlite:////var/lib/peach/state.db"
+
+
+ORG_SECRETS = """\
+organisations:
+  alpha:
+    env: {MODEL_BUCKET: s3://models/alpha}
+    secrets:
+      REDIS_URL: {env: ALPHA_REDIS_URL}
+      API_KEY: {file: keys/alpha}
+    hadoop_user: alpha-svc
+    view_acls: [alice, "@alpha-team"]
+    modify_acls: ["@alpha-ops"]
+"""
+
+
+def test_organisation_env_secrets_and_identity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, ORG_SECRETS)
+    key = path.parent / "keys" / "alpha"
+    key.parent.mkdir()
+    key.write_text("file-secret-value\n")
+    alpha = load_config(path, environ={}).organisations["alpha"]
+    assert alpha.secrets["API_KEY"].file == key  # relative to the configuration file
+    assert alpha.secrets["API_KEY"].read({}) == "file-secret-value"
+    assert alpha.secrets["REDIS_URL"].read({"ALPHA_REDIS_URL": "redis://x"}) == "redis://x"
+    with pytest.raises(ConfigError, match="environment variable ALPHA_REDIS_URL is not set"):
+        alpha.secrets["REDIS_URL"].read({})
+
+    assert main(["config", "show", "--config", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["organisations"]["alpha"]
+    assert shown["env"] == ["MODEL_BUCKET"]  # names, never values
+    assert shown["secrets"] == {"API_KEY": f"file {key}", "REDIS_URL": "env ALPHA_REDIS_URL"}
+    assert (shown["hadoop_user"], shown["view_acls"], shown["modify_acls"]) == (
+        "alpha-svc",
+        ["alice", "@alpha-team"],
+        ["@alpha-ops"],
+    )
+    assert "s3://models/alpha" not in json.dumps(shown)
+
+
+@pytest.mark.parametrize(
+    ("secrets", "line", "message"),
+    [
+        ("      REDIS_URL: redis://inline", 4, "given by reference"),
+        ("      REDIS_URL: {env: A, file: b}", 4, "exactly one of env or file"),
+        ("      REDIS_URL: {}", 4, "exactly one of env or file"),
+        ("      PATH: {env: A}", 3, "PATH is set by the scheduler"),
+        ("      REDIS_URL: {env: A}\n    env: {REDIS_URL: x}", 3, "both under env and under secrets"),
+    ],
+)
+def test_bad_organisation_secrets_name_line_and_key(
+    tmp_path: Path, secrets: str, line: int, message: str
+) -> None:
+    path = write(tmp_path, f"organisations:\n  alpha:\n    secrets:\n{secrets}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert f"{path}:" in str(info.value) and message in str(info.value), str(info.value)
+    assert "redis://inline" not in str(info.value)
+
+
+def test_kerberos_and_simple_auth_settings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "kerberos:\n  principal: peach/h@R\n  keytab: peach.keytab\nyarn:\n  user: peach\n"
+    )
+    config = load_config(path, environ={})
+    assert config.kerberos is not None and config.kerberos.keytab == path.parent / "peach.keytab"
+    assert config.yarn.user == "peach"
+    bad = write(tmp_path, "kerberos:\n  principal: peach/h@R\n  password: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, environ={})
+    assert f"{bad}:1: kerberos.keytab: missing required key" in str(info.value)  # the section's line
+    assert f"{bad}:3: kerberos.password: unknown key 'password'" in str(info.value)

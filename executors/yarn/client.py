@@ -48,6 +48,10 @@ class NotFound(ResourceManagerError, LookupError):
     """The ResourceManager answered 404: it does not know the application."""
 
 
+class Refused(ResourceManagerError, PermissionError):
+    """A YARN web service answered 401 or 403: not authenticated, or not allowed, as the scheduler's user."""
+
+
 class ResourceManager:
     """A client for one YARN cluster: ``addresses`` are its ResourceManagers (several for HA)."""
 
@@ -60,6 +64,8 @@ class ResourceManager:
         backoff: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
         observe: Callable[[str], None] = lambda event: None,
+        auth: requests.auth.AuthBase | None = None,
+        identity: str = "anonymous",
     ) -> None:
         if not addresses:
             raise ResourceManagerError(
@@ -67,8 +73,10 @@ class ResourceManager:
             )
         self.addresses = [address.rstrip("/") for address in addresses]
         self.timeout, self.retries, self.backoff, self._sleep = timeout, retries, backoff, sleep
-        # told "request" (each REST call), "failover" and "error" (no ResourceManager answered): metrics
+        # told "request" (each REST call), "failover", "error" (no ResourceManager answered) and "refused"
+        # (401/403): metrics
         self._observe = observe
+        self.auth, self.identity = auth, identity  # SPNEGO or simple auth; who we are, said in refusals
         self._active = 0
         self._clients: dict[int, RestClient] = {}
 
@@ -77,13 +85,16 @@ class ResourceManager:
         """The address that answered last (or will be tried first)."""
         return self.addresses[self._active]
 
-    def _client(self, index: int) -> RestClient:
+    def _client(self, index: int, what: str = "connecting") -> RestClient:
         if index not in self._clients:
             try:  # yarn-api-client checks the address answers /cluster as an active RM
-                self._clients[index] = RestClient([self.addresses[index]], timeout=self.timeout)
+                self._clients[index] = RestClient(
+                    [self.addresses[index]], timeout=self.timeout, auth=self.auth
+                )
             except requests.RequestException as exc:
                 raise ResourceManagerError(str(exc)) from exc
             except Exception as exc:  # "No active RMs found" is a bare Exception
+                self._check_refused(what, f"{self.addresses[index]}/ws/v1/cluster/info")
                 raise ResourceManagerError(f"{self.addresses[index]}: {exc}") from exc
         return self._clients[index]
 
@@ -95,11 +106,16 @@ class ResourceManager:
                 index = (self._active + step) % len(self.addresses)
                 self._observe("request")
                 try:
-                    data = request(self._client(index)).data
+                    data = request(self._client(index, what)).data
                 except APIError as exc:
                     if "status: 404" in str(exc):
                         raise NotFound(f"{what}: {self.addresses[index]} answered 404") from exc
+                    for code in (401, 403):
+                        if f"status: {code}" in str(exc):
+                            raise self._refused(what, self.addresses[index], code) from exc
                     last = exc
+                except Refused:
+                    raise  # another address would refuse the same identity: said at once, not retried
                 except (requests.RequestException, ResourceManagerError, ValueError) as exc:
                     last = exc
                 else:
@@ -176,7 +192,7 @@ class ResourceManager:
         for step in range(len(self.addresses)):
             address = self.addresses[(self._active + step) % len(self.addresses)]
             try:
-                response = requests.get(f"{address}/conf", timeout=self.timeout)
+                response = requests.get(f"{address}/conf", timeout=self.timeout, auth=self.auth)
                 response.raise_for_status()
                 return parse_properties(response.content)
             except (requests.RequestException, ET.ParseError) as exc:
@@ -236,9 +252,25 @@ class ResourceManager:
                 return source, files
         return None
 
+    def _refused(self, what: str, where: str, code: int) -> Refused:
+        """A 401/403: counted, and said with the call and who we are, never taken as "nothing there"."""
+        self._observe("refused")
+        why = "not authenticated" if code == 401 else "not allowed"
+        return Refused(f"YARN: {what}: {where} refused it as {self.identity} (HTTP {code}: {why})")
+
+    def _check_refused(self, what: str, url: str) -> None:
+        try:
+            code = requests.get(url, timeout=self.timeout, auth=self.auth).status_code
+        except requests.RequestException:
+            return
+        if code in (401, 403):
+            raise self._refused(what, url, code)
+
     def _fetch(self, url: str, max_bytes: int) -> bytes | None:
         try:
-            with requests.get(url, timeout=self.timeout, stream=True) as response:
+            with requests.get(url, timeout=self.timeout, stream=True, auth=self.auth) as response:
+                if response.status_code in (401, 403):
+                    raise self._refused("fetching driver logs", url, response.status_code)
                 if response.status_code != 200:
                     return None
                 data = b""

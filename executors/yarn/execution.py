@@ -31,6 +31,7 @@ from typing import Any
 
 from executors.base import Deadline, Execution, ExecutionManifest, Outcome, RunningRun, pid_handle
 from executors.logs import CappedLog
+from executors.masking import Masker
 from executors.process import Launcher, LocalProcess, close_process, exit_outcome, release
 from executors.progress import Progress
 from executors.yarn.client import FINAL_STATES, ResourceManager
@@ -178,6 +179,7 @@ class YarnExecution(Execution):
             manifest=manifest,
         )
         process.on_output, process.on_progress = execution._scan, execution.reported
+        execution.masker = process.masker
         return execution
 
     @classmethod
@@ -190,9 +192,11 @@ class YarnExecution(Execution):
         options: YarnOptions,
         launcher: Launcher,
         log_path: Path,
+        masker: Masker | None = None,
     ) -> "YarnExecution":
         """A run a previous scheduler submitted, its application ``app_id`` still going: followed on."""
         execution = cls(run.run_id, run.key, log_path, rm, tag, options, launcher)
+        execution.masker = masker or execution.masker
         execution.application_id, execution.handle = app_id, yarn_handle(app_id)
         execution.submitted = execution.started = True
         execution.deadline = Deadline.at_wall(run.deadline, launcher.clock, launcher.wall)
@@ -200,7 +204,7 @@ class YarnExecution(Execution):
         if not log_path.name.endswith(".gz"):  # a log already settled is not appended to
             try:
                 execution._log = CappedLog(
-                    log_path, launcher.limits, launcher.clock, launcher.wall, append=True
+                    log_path, launcher.limits, launcher.clock, launcher.wall, append=True, masker=masker
                 )
             except OSError as exc:
                 log.warning("run %s: its log %s cannot be appended to: %s", run.run_id, log_path, exc)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from executors.base import Recovery, RunningRun
+from executors.masking import Masker
 from executors.process import Launcher
 from executors.yarn.client import NotFound, ResourceManager
 from executors.yarn.execution import RUN_TAG, YarnExecution, YarnOptions, application_of, run_tag
@@ -85,10 +86,12 @@ def recover_applications(
     launcher: Launcher,
     options: YarnOptions,
     log_path: Callable[[str], Path],
+    masker: Callable[[RunningRun], Masker] | None = None,
 ) -> Recovery:
     """Re-attach every running run whose application YARN knows, close LOST those it forgot, kill live
     applications of no running run. A ResourceManager that does not answer closes the runs that had an
-    application LOST, saying so (the others are left to the caller)."""
+    application LOST, saying so (the others are left to the caller). ``masker`` gives a re-attached
+    run's secret values to mask in what is appended to its log."""
     by_id = {run.run_id: run for run in running}
     recovery = Recovery()
     try:
@@ -123,7 +126,7 @@ def recover_applications(
         log.warning("run %s (%s): re-attached to YARN application %s", run.run_id, run.key, app_id)
         path = run.log_path or log_path(run.run_id)
         recovery.reattached[run.run_id] = YarnExecution.reattached(
-            run, app_id, rm, run_tag(run.run_id), options, launcher, path
+            run, app_id, rm, run_tag(run.run_id), options, launcher, path, masker(run) if masker else None
         )
     return recovery
 

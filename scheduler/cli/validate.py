@@ -54,7 +54,8 @@ def register(commands: Commands) -> None:
         _config_show,
         "print the effective configuration, secrets masked",
         "Print the configuration after defaults, PEACH_* overrides and path resolution. "
-        "Passwords are masked. Exit 0, or 2 when the configuration is missing or invalid.",
+        "Passwords are masked; organisations' env and secrets are listed by name (secrets with their "
+        "reference), never by value. Exit 0, or 2 when the configuration is missing or invalid.",
         json="print JSON instead of YAML",
     )
 
@@ -63,13 +64,16 @@ def _validate(args: argparse.Namespace) -> Exit:
     repo = Path(args.repo)
     if not repo.is_dir():
         fail(f"{repo}: not a directory")
-    allowed, limits, notifications = args.codops, None, None
+    allowed, limits, secrets, notifications = args.codops, None, None, None
     if args.config is not None:
         config = load(args)
         allowed = allowed or sorted(config.organisations)
         limits = config.loops.limits
+        secrets = {codops: tuple(org.secrets) for codops, org in config.organisations.items()}
         notifications = {codops: org.notifications for codops, org in config.organisations.items()}
-    result = load_definitions(repo, allowed_codops=allowed, limits=limits, notifications=notifications)
+    result = load_definitions(
+        repo, allowed_codops=allowed, limits=limits, secrets=secrets, notifications=notifications
+    )
     failed = bool(result.errors) or (args.strict and bool(result.warnings))
     if args.json:
         print_json(_as_json(result, failed))

@@ -33,7 +33,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +94,12 @@ class RepositorySync:
         environ: Mapping[str, str] | None = None,
         heads: RemoteHeads | None = None,
         notifications: OrganisationNotifications | None = None,
+        *,
+        secret_names: Collection[str] | None = None,
     ) -> None:
         self.codops, self.repository, self.timeout = codops, repository, timeout
         self.notifications = notifications
+        self.secret_names = secret_names  # the organisation's secrets a task may ask for; None: unchecked
         self.workspace = workspace
         self.limits = limits or LoopLimits()
         self.environ = environ
@@ -202,10 +205,12 @@ class RepositorySync:
         self._git(repo, ["checkout", "--quiet", "--force", "--detach", commit])
         self._git(repo, ["clean", "-ffdxq"])
         if self._loaded is None:
+            secrets = None if self.secret_names is None else {self.codops: self.secret_names}
             definitions = load_definitions(
                 self.path,
                 allowed_codops=[self.codops],
                 limits=self.limits,
+                secrets=secrets,
                 notifications={self.codops: self.notifications} if self.notifications else None,
             )
             self._loaded = (commit, definitions)
@@ -300,6 +305,7 @@ def repository_syncs(
                 environ,
                 heads,
                 organisation.notifications,
+                secret_names=tuple(organisation.secrets),
             )
             for repo in organisation.repositories
         )

@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from executors import cgroups, registry
 from executors.environments import EnvironmentStore
 from executors.yarn.client import ResourceManager
+from executors.yarn.kerberos import TicketCache, rest_auth
 from executors.yarn.site import ClusterSite, endpoints, read_site
 from scheduler.capacity import Capacity
 from scheduler.config import Config, load_config, redact_url
@@ -83,12 +84,25 @@ class Service:
             ("log server", self.yarn.log_server_from),
         ):
             log.info("YARN %s from %s", what, where)
+        self.tickets = (  # the scheduler's own Kerberos ticket cache, kept fresh by ``_renewing``
+            TicketCache(
+                config.kerberos,
+                config.workspace / "kerberos",
+                environ=environ,
+                observe=self.metrics.kerberos_event,
+            )
+            if config.kerberos is not None
+            else None
+        )
+        auth, identity = rest_auth(config, self.tickets)
         self.resourcemanager = (
             ResourceManager(
                 self.yarn.resourcemanagers,
                 timeout=yarn.timeout,
                 retries=yarn.retries,
                 observe=self.metrics.resourcemanager_event,
+                auth=auth,
+                identity=identity,
             )
             if self.yarn.resourcemanagers
             else None
@@ -96,6 +110,7 @@ class Service:
         self.resumed: list[threading.Thread] = []  # supervisors of the runs re-attached at restart
         memory_caps, self.memory_caps = cgroups.detect()  # said once, here and in /readyz
         (log.info if memory_caps else log.warning)("%s", self.memory_caps)
+        self._renewal_stop = threading.Event()
         self.services = services = registry.Services(
             environments,
             config.workspace / "runs",
@@ -103,6 +118,7 @@ class Service:
             self.resourcemanager,
             self.yarn.log_server,
             memory_caps,
+            self.tickets,
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
@@ -205,8 +221,12 @@ class Service:
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        """Ready once restart recovery is done and the state database answers."""
+        """Ready once restart recovery is done, the state database answers and, with Kerberos, the
+        scheduler holds a valid ticket."""
         if not self._recovered:
+            return False
+        if self.tickets is not None and not self.tickets.valid:
+            log.warning("readiness: no valid Kerberos ticket: %s", self.tickets.error or "not obtained yet")
             return False
         try:
             self.store.organisations()
@@ -216,6 +236,9 @@ class Service:
         return True
 
     def start(self) -> None:
+        if self.tickets is not None:
+            self.tickets.refresh()  # a failure is logged, counted and keeps /readyz not ready
+            threading.Thread(target=self._renewing, name="kerberos", daemon=True).start()
         self.notifier.start()
         self.recover()
         self.start_http()
@@ -227,6 +250,8 @@ class Service:
 
     def once(self) -> list[Run]:
         """Settle leftovers, then one pass of every loop (concurrently); the runs of that pass."""
+        if self.tickets is not None:
+            self.tickets.refresh()
         self.notifier.start()
         self.recover()
         for organisation in self.organisations.values():
@@ -269,6 +294,11 @@ class Service:
         for thread in supervisors:
             thread.join()
 
+    def _renewing(self) -> None:
+        assert self.tickets is not None
+        while not self._renewal_stop.is_set():
+            self.tickets.wait_next(self._renewal_stop)
+
     def close(self) -> None:
         if self._reloads is not None:
             thread, triggers = self._reloads
@@ -276,6 +306,7 @@ class Service:
             triggers.poke()
             thread.join(10)
             triggers.close()
+        self._renewal_stop.set()
         self.notifier.stop()
         self.housekeeping.stop()
         if self._server is not None and self._http is not None:

@@ -124,6 +124,7 @@ class _Loader:
     codops_pins: dict[str, list[requirements.Pin]] = field(default_factory=dict)
     sources: dict[str, Source | ExtractionError] = field(default_factory=dict)
     blocks: dict[str, "TaskBlocks"] = field(default_factory=dict)  # definition file -> its task blocks
+    secrets: Mapping[str, Collection[str]] | None = None  # codops -> its secret names; None: not checked
     # codops -> what its operator allows notifications to do (None: not known here, not checked)
     notifications: Mapping[str, OrganisationNotifications] | None = None
 
@@ -257,6 +258,7 @@ class _Loader:
         if first is not None:
             raise reject(f"task {codops}/{name} is already defined in {first.file}:{first.line}")
         self.check_loop_and_timeout(spec, codops, reject)
+        self.check_secrets(spec, codops, reject)
         self.check_webhook(spec, codops, relative, doc.line_of((*base, "notify", "webhook")), name)
         own = self.pins(relative, doc, (*base, "dependencies"), list(spec.dependencies), task=name)
         for i, pin in enumerate(own):
@@ -284,6 +286,18 @@ class _Loader:
             raise reject(
                 f"timeout {spec.timeout:g}s is above the {loop} loop's limit of {limit:g}s", ("timeout",)
             )
+
+    def check_secrets(self, spec: TaskDefinition, codops: str, reject: Any) -> None:
+        if self.secrets is None or spec.secrets is None:
+            return
+        known = self.secrets.get(codops, ())
+        for i, name in enumerate(spec.secrets):
+            if name not in known:
+                offered = ", ".join(sorted(known)) or "none"
+                raise reject(
+                    f"secrets: organisation {codops!r} has no secret {name!r} (it has: {offered})",
+                    ("secrets", i),
+                )
 
     def check_webhook(self, spec: TaskDefinition, codops: str, relative: str, line: int, name: str) -> None:
         """A webhook host the organisation does not allow is a warning: the task runs, its webhook is not
@@ -355,12 +369,16 @@ def load_definitions(
     root: Path,
     allowed_codops: Collection[str] | None = None,
     limits: LoopLimits | None = None,
+    secrets: Mapping[str, Collection[str]] | None = None,
     notifications: Mapping[str, OrganisationNotifications] | None = None,
 ) -> Definitions:
     """Read ``peach.yaml`` and ``peach.conf/*.yaml`` under ``root``; never raises on bad content.
+    ``secrets`` gives each codops' secret names, which a task's ``secrets:`` may ask for (None: any);
     ``notifications``: per codops, the operator's notification settings (webhook hosts are checked)."""
     root = Path(root)
-    loader = _Loader(root.resolve(), allowed_codops, limits or LoopLimits(), notifications=notifications)
+    loader = _Loader(
+        root.resolve(), allowed_codops, limits or LoopLimits(), secrets=secrets, notifications=notifications
+    )
     files = list(_definition_files(loader.root, loader))
     if not files and not loader.problems:
         loader.problem(ROOT_FILE, None, f"no task definitions: expected {ROOT_FILE} or {CONF_DIR}/*.yaml")

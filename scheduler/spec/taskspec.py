@@ -13,6 +13,7 @@ from scheduler.durations import Seconds
 from scheduler.spec.notifyspec import NotifySpec
 
 SPARK_KEY_PATTERN = re.compile(r"spark\.[A-Za-z0-9_.-]+")
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ExecutorKind(StrEnum):
@@ -57,6 +58,8 @@ class TaskDefinition(BaseModel):
     every: Seconds | None = None
     spark: dict[StrictStr, StrictStr | StrictBool | int | float] = {}
     resources: TaskResources = TaskResources()
+    # the organisation's secrets this task receives; None: all of them
+    secrets: tuple[StrictStr, ...] | None = None
     notify: NotifySpec | None = None  # who is told of a first failure and of the recovery
 
     @field_validator("method")
@@ -86,6 +89,14 @@ class TaskDefinition(BaseModel):
         for key in value:
             if not SPARK_KEY_PATTERN.fullmatch(key):
                 raise ValueError(f"{key!r} is not a Spark setting (expected spark.*)")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in value or ():
+            if not ENV_NAME_PATTERN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a secret name (an environment variable name)")
         return value
 
 

@@ -22,7 +22,7 @@ from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
 from executors.process import ProcessExecution
 from executors.spark import SparkExecutor, spark_home
-from scheduler.config import OrganisationSettings, Resources, SparkSettings
+from scheduler.config import OrganisationSettings, Resources, SecretRef, SparkSettings
 from scheduler.status import RunStatus
 from tests.helpers.executor_fixtures import finish, marked_processes, no_survivors, wait_for
 from tests.helpers.spark_fixtures import TEST_CONF, make_spark_task
@@ -69,14 +69,18 @@ class Clock:
 
 
 def executor(
-    store: EnvironmentStore, tmp_path: Path, master: str, clock: Clock | None = None
+    store: EnvironmentStore,
+    tmp_path: Path,
+    master: str,
+    clock: Clock | None = None,
+    organisation: OrganisationSettings = SMALL,
 ) -> SparkExecutor:
     settings = SparkSettings(master=master, conf=TEST_CONF)
     return SparkExecutor(
         store,
         tmp_path / "runs",
         settings,
-        {"default": SMALL},
+        {"default": organisation},
         grace=2.0,
         limits=LogLimits.capped(4 * 1024 * 1024, 0.1),
         clock=clock or time.monotonic,
@@ -98,11 +102,32 @@ def start(
 JVM_RUN = 180.0  # seconds a run may take here: a JVM starts for it
 
 
+SECRET_VALUE = "local-driver-secret-4242"
+WORDS_AND_SECRET = (
+    WORDS
+    + """\
+    import os
+    print("secret:", os.environ["API_KEY"], "setting:", os.environ["MODEL_BUCKET"])
+    conf = repr(spark.sparkContext.getConf().getAll())
+    print("secret in the Spark conf:", os.environ["API_KEY"] in conf)
+"""
+)
+
+
 def test_local_notebook_task_gets_a_spark_session_and_succeeds(
-    store: EnvironmentStore, tmp_path: Path, no_leftovers: list[str]
+    store: EnvironmentStore, tmp_path: Path, no_leftovers: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spark = executor(store, tmp_path, "local[2]")
-    execution = start(spark, tmp_path / "repo", WORDS, no_leftovers)
+    monkeypatch.setenv("PEACH_TEST_API_KEY", SECRET_VALUE)
+    organisation = SMALL.model_copy(
+        update={
+            "env": {"MODEL_BUCKET": "s3://b"},
+            "secrets": {"API_KEY": SecretRef(env="PEACH_TEST_API_KEY")},
+        }
+    )
+    spark = executor(store, tmp_path, "local[2]", organisation=organisation)
+    execution = start(spark, tmp_path / "repo", WORDS_AND_SECRET, no_leftovers)
+    assert execution.process.env["API_KEY"] == SECRET_VALUE  # the driver's own environment, this run's only
+    assert SECRET_VALUE not in json.dumps(execution.process.command)
     assert execution.process.command[0] == str(spark_home() / "bin" / "spark-submit")  # type: ignore[operator]
     assert execution.process.command[1:3] == ["--master", "local[2]"]
     driver_python = execution.process.env["PYSPARK_DRIVER_PYTHON"]
@@ -114,6 +139,8 @@ def test_local_notebook_task_gets_a_spark_session_and_succeeds(
     text = execution.read_log().decode()
     assert outcome.status is RunStatus.SUCCEEDED, text[-3000:]
     assert "COUNTS [('be', 2), ('not', 1), ('or', 1), ('to', 2)]" in text
+    assert "secret: *** setting: s3://b" in text and SECRET_VALUE not in text
+    assert "secret in the Spark conf: False" in text
     assert "exploration cell" not in text
     assert counts_artifact(execution) == COUNTS
 

@@ -2,7 +2,10 @@
 (tests/fake_spark_submit.py) that writes the real YARN client's lines."""
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,11 +17,12 @@ import pytest
 from executors.base import Outcome, RunningRun, RunRequest
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
-from executors.spark import SparkExecutor, run_tags, spark_settings
+from executors.runner import runner_script
+from executors.spark import SparkExecutor, run_tags, spark_settings, submit_command
 from executors.yarn.client import ResourceManager, unwrap
 from executors.yarn.execution import YarnExecution
 from executors.yarn.recovery import decide
-from scheduler.config import OrganisationSettings, Resources, SparkSettings
+from scheduler.config import KerberosSettings, OrganisationSettings, Resources, SecretRef, SparkSettings
 from scheduler.errors import ExecutionError, ResourceManagerError
 from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
@@ -528,3 +532,108 @@ def test_one_resourcemanager_call_per_interval_follows_every_run(
     assert [finish(e).status for e in executions] == [RunStatus.SUCCEEDED] * 5
     finals = {p for _, p in rm.requests[before:] if p.startswith("/ws/v1/cluster/apps/")}
     assert {f"/ws/v1/cluster/apps/{e.application_id}" for e in executions} <= finals  # each its final report
+
+
+SECRET_VALUE = "yarn-secret-value-31337"
+
+
+def test_secrets_travel_as_a_private_file_never_in_argv_and_are_masked(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    key = tmp_path / "api.key"
+    key.write_text(SECRET_VALUE)
+    chrts = CHRTS.model_copy(
+        update={
+            "env": {"MODEL_BUCKET": "s3://models/chrts"},
+            "secrets": {"API_KEY": SecretRef(file=key)},
+            "hadoop_user": "chrts-svc",
+            "view_acls": ("alice", "@chrts-team"),
+            "modify_acls": ("@chrts-ops",),
+        }
+    )
+    spark = make_executor(store, tmp_path, rm)
+    spark.organisations = {"chrts": chrts}
+    spark.runs.organisations = spark.organisations
+    req = request(tmp_path)
+    execution = started(spark, req)
+    assert execution.submit is not None
+    command, env = execution.submit.command, execution.submit.env
+    secrets_file = spark.runs_root / req.run_id / "work" / "peach-secrets.json"
+    assert command[command.index("--files") + 1] == f"{secrets_file}#peach-secrets.json"
+    assert command[command.index("--proxy-user") + 1] == "chrts-svc"
+    conf = dict(command[i + 1].split("=", 1) for i, arg in enumerate(command) if arg == "--conf")
+    assert {k: v for k, v in conf.items() if "acls" in k} == {
+        "spark.acls.enable": "true",
+        "spark.ui.view.acls": "alice",
+        "spark.ui.view.acls.groups": "chrts-team",
+        "spark.modify.acls.groups": "chrts-ops",
+    }
+    assert conf["spark.yarn.appMasterEnv.PEACH_SECRETS_FILE"] == "peach-secrets.json"
+    assert conf["spark.yarn.appMasterEnv.MODEL_BUCKET"] == conf["spark.executorEnv.MODEL_BUCKET"]
+    assert SECRET_VALUE not in json.dumps(command) and SECRET_VALUE not in json.dumps(
+        env
+    )  # nor spark-submit's env
+    assert SECRET_VALUE not in json.dumps(execution.manifest().spark)
+    assert json.loads(secrets_file.read_text()) == {"API_KEY": SECRET_VALUE}
+    assert secrets_file.stat().st_mode & 0o777 == 0o600  # owner-only until YARN localises it privately
+
+    drive_until(execution, lambda: execution.submitted)
+    app_id = execution.application_id
+    assert (
+        app_id is not None and rm.apps[app_id]["user"] == "chrts-svc"
+    )  # the application runs as the proxy user
+    rm.node_logs[rm.container(app_id)] = {"stdout": f"driver printed {SECRET_VALUE}\n", "stderr": ""}
+    rm.set_state(app_id, "FINISHED", "FAILED", f"User class threw exception: bad key {SECRET_VALUE}")
+    outcome = finish(execution)
+    assert outcome.error == "User class threw exception: bad key ***" and SECRET_VALUE not in outcome.summary
+    text = execution.read_log().decode()
+    assert "driver printed ***" in text and SECRET_VALUE not in text
+    assert not secrets_file.exists()  # removed once the run is over
+
+
+def test_the_runner_reads_the_secrets_file_into_the_environment_and_removes_it(tmp_path: Path) -> None:
+    code = "import os\n\ndef main():\n    print('got', os.environ['API_KEY'] == 'v-12345')\n"
+    task = make_spark_task(tmp_path / "repo", code, name="reader")
+    runner = tmp_path / "runner.py"
+    runner.write_text(runner_script(task))
+    (tmp_path / "peach-secrets.json").write_text(json.dumps({"API_KEY": "v-12345"}))
+    env = {"PATH": os.environ["PATH"], "PEACH_SECRETS_FILE": "peach-secrets.json"}
+    done = subprocess.run(
+        [sys.executable, str(runner)], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "got True\n"), done.stderr
+    assert not (tmp_path / "peach-secrets.json").exists()
+
+
+def test_kerberos_gives_principal_and_keytab_unless_a_proxy_user_impersonates(tmp_path: Path) -> None:
+    kerberos = KerberosSettings(principal="peach/host@EXAMPLE.ORG", keytab=tmp_path / "peach.keytab")
+    spark = SparkSettings(master="yarn", deploy_mode="cluster")
+    req = request(tmp_path)
+    own = submit_command(spark, CHRTS, req, tmp_path / "runner.py", kerberos=kerberos)
+    assert own[own.index("--principal") + 1] == "peach/host@EXAMPLE.ORG"
+    assert own[own.index("--keytab") + 1] == str(tmp_path / "peach.keytab")
+    proxied = CHRTS.model_copy(update={"hadoop_user": "chrts-svc"})
+    command = submit_command(spark, proxied, req, tmp_path / "runner.py", kerberos=kerberos)
+    assert "--principal" not in command and "--keytab" not in command  # Spark refuses both with --proxy-user
+    assert command[command.index("--proxy-user") + 1] == "chrts-svc"
+    local = submit_command(SparkSettings(), CHRTS, req, tmp_path / "runner.py", kerberos=kerberos)
+    assert "--keytab" not in local  # no YARN, no Kerberos
+
+
+def test_a_run_reattached_after_a_restart_still_masks_its_organisations_secrets(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    key = tmp_path / "api.key"
+    key.write_text(SECRET_VALUE)
+    spark = make_executor(store, tmp_path, rm)
+    spark.organisations = {"chrts": CHRTS.model_copy(update={"secrets": {"API_KEY": SecretRef(file=key)}})}
+    app_id = rm.submit("peach-chrts-x", "chrts", ["peach", "peach-run-r-back"])
+    rm.set_state(app_id, "RUNNING")
+    recovery = spark.recover([running("r-back", tmp_path, time.time() + 3600, b"[peach] before\n")])
+    execution = recovery.reattached["r-back"]
+    rm.node_logs[rm.container(app_id)] = {"stdout": f"the key is {SECRET_VALUE}\n", "stderr": ""}
+    rm.set_state(app_id, "FINISHED", "FAILED", f"bad key {SECRET_VALUE}")
+    outcome = finish(execution)
+    text = (tmp_path / "r-back.log").read_text()
+    assert "the key is ***" in text and SECRET_VALUE not in text
+    assert SECRET_VALUE not in outcome.summary and SECRET_VALUE not in (outcome.error or "")

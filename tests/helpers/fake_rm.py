@@ -57,6 +57,7 @@ class FakeResourceManager:
         self.kill_requests: list[str] = []
         self.timeouts: dict[str, str] = {}
         self.node_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (NodeManager)
+        self.node_address: str | None = None  # the NodeManager's host:port (default: this server's)
         self.server_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (log server)
         self.nm_log_server: str | None = None  # where the NodeManager redirects for aggregated logs
         self.queues: list[dict[str, Any]] = []
@@ -80,7 +81,7 @@ class FakeResourceManager:
 
     # -- what YARN does on its side -------------------------------------------------------------------
 
-    def submit(self, name: str, queue: str, tags: list[str]) -> str:
+    def submit(self, name: str, queue: str, tags: list[str], user: str = "peach") -> str:
         with self._lock:
             app_id = f"application_{CLUSTER_TIMESTAMP}_{len(self.apps) + 1:04d}"
             container = f"container_{CLUSTER_TIMESTAMP}_{len(self.apps) + 1:04d}_01_000001"
@@ -88,6 +89,7 @@ class FakeResourceManager:
                 "id": app_id,
                 "name": name,
                 "queue": queue,
+                "user": user,  # the submitter, or the proxy user it impersonates (--proxy-user)
                 "applicationTags": ",".join(tag.lower() for tag in tags),
                 "state": "ACCEPTED",
                 "finalStatus": "UNDEFINED",
@@ -175,7 +177,14 @@ class FakeResourceManager:
                     return
                 if parts.path == "/fake/submit":
                     body = self._body()
-                    self._send(200, {"id": fake.submit(body["name"], body["queue"], body["tags"])})
+                    self._send(
+                        200,
+                        {
+                            "id": fake.submit(
+                                body["name"], body["queue"], body["tags"], body.get("user", "peach")
+                            )
+                        },
+                    )
                     return
                 with fake._lock:
                     code, data, content = fake._route(method, parts.path, parse_qs(parts.query), self)
@@ -291,7 +300,7 @@ class FakeResourceManager:
             attempt = {
                 "id": 1,
                 "containerId": app["_container"],
-                "nodeHttpAddress": self.url.removeprefix("http://"),
+                "nodeHttpAddress": self.node_address or self.url.removeprefix("http://"),
                 "appAttemptId": app["id"].replace("application", "appattempt") + "_000001",
             }
             return 200, {"appAttempts": {"appAttempt": [attempt]}}, json_type

@@ -49,7 +49,9 @@ def main(argv: list[str], rm_url: str, mode: str, record: str) -> int:
     if mode == "refused":
         print(f"{_stamp()} ERROR Client: Queue {queue} is STOPPED, application_1_0001 was refused", file=out)
         return 1
-    body = json.dumps({"name": name, "queue": queue, "tags": conf["spark.yarn.tags"].split(",")}).encode()
+    user = args[args.index("--proxy-user") + 1] if "--proxy-user" in args else "peach"
+    tags = conf["spark.yarn.tags"].split(",")
+    body = json.dumps({"name": name, "queue": queue, "tags": tags, "user": user}).encode()
     request = urllib.request.Request(f"{rm_url}/fake/submit", body, {"Content-Type": "application/json"})  # noqa: S310
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (http to the fake)
         app_id = json.load(response)["id"]

@@ -10,6 +10,7 @@ tests that use it are skipped, saying so. Settings that make Hadoop 3.1.1 run on
 shared/yarn-dev.md.
 """
 
+import getpass
 import os
 import shutil
 import signal
@@ -180,7 +181,10 @@ def write_configuration(root: Path, **site: object) -> None:
     conf = root / "conf"
     for name in ("conf", "logs", "pids", "hadoop-tmp", "nm-local", "nm-logs", "app-logs", "timeline"):
         (root / name).mkdir(parents=True, exist_ok=True)
-    core = {"fs.defaultFS": "file:///", "hadoop.tmp.dir": root / "hadoop-tmp"}
+    core: dict[str, object] = {"fs.defaultFS": "file:///", "hadoop.tmp.dir": root / "hadoop-tmp"}
+    # the scheduler's user may impersonate organisations' users (spark-submit --proxy-user)
+    me = getpass.getuser()
+    core.update({f"hadoop.proxyuser.{me}.hosts": "*", f"hadoop.proxyuser.{me}.groups": "*"})
     (conf / "core-site.xml").write_text(_site(core))
     (conf / "yarn-site.xml").write_text(_site(yarn_site(root, **site)))
     (conf / "capacity-scheduler.xml").write_text(_site(capacity_scheduler()))

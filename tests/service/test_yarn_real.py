@@ -6,6 +6,7 @@ Everything is real: the ResourceManager, NodeManager and timeline server of test
 scenario prints what it saw (status, outcome, seconds) so the suite's output is its report.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from scheduler.config import load_config
 from scheduler.service.service import Service
@@ -110,6 +112,75 @@ def test_success_has_the_driver_output_in_its_log(tmp_path: Path, cluster_env: Y
         assert (yarn["state"], yarn["finalStatus"], yarn["queue"]) == ("FINISHED", "SUCCEEDED", "alpha")
         assert f"peach-run-{run.id}" in yarn["applicationTags"].split(",")
         assert "hello from the driver" in log_text(run)
+    finally:
+        service.close()
+
+
+SECRET_VALUE = "cluster-secret-value-2718"
+SECRETS = (
+    "import os\n\n"
+    "def main(spark):\n"
+    "    key = os.environ['API_KEY']\n"
+    "    print('secret', key, key == 'cluster-secret-value-2718', flush=True)\n"
+    "    print('bucket', os.environ['MODEL_BUCKET'], 'user', spark.sparkContext.sparkUser(), flush=True)\n"
+)
+
+
+@pytest.mark.usefixtures("no_leftover_apps")
+def test_proxy_user_acls_and_secrets_on_the_cluster(tmp_path: Path, cluster_env: YarnCluster) -> None:
+    """The application runs as the organisation's user, carries its ACLs, and its secret reaches the
+    driver through the private file: in no Spark setting (read from the event log), masked in the log."""
+    started = time.monotonic()
+    path = peach_config(tmp_path, cluster_env, spark_repo(tmp_path, {"secrets": (SECRETS, {})}))
+    config = yaml.safe_load(path.read_text())
+    events = tmp_path / "events"
+    events.mkdir()
+    config["spark"]["conf"].update(
+        {
+            "spark.eventLog.enabled": True,
+            "spark.eventLog.dir": f"file://{events}",
+            "spark.eventLog.compress": False,
+        }
+    )
+    (tmp_path / "api.key").write_text(SECRET_VALUE)
+    config["organisations"]["alpha"].update(
+        env={"MODEL_BUCKET": "s3://alpha"},
+        secrets={"API_KEY": {"file": "api.key"}},
+        hadoop_user="alpha-svc",
+        view_acls=["alice", "@alpha-team"],
+        modify_acls=["@alpha-ops"],
+    )
+    path.write_text(yaml.safe_dump(config))
+    service = Service(load_config(path))
+    try:
+        service.once()
+        run = service.store.list_runs(codops="alpha", task="secrets")[0]
+        report("proxy user, ACLs, secrets", run, started)
+        text = log_text(run)
+        assert run.status is RunStatus.SUCCEEDED, text
+        assert run.application_id is not None
+        assert app(cluster_env, run.application_id)["user"] == "alpha-svc"
+        assert "secret *** True" in text and "bucket s3://alpha user alpha-svc" in text
+        assert SECRET_VALUE not in text
+        # Spark 4 writes a rolling event log: a directory of event files per application
+        event_text = "".join(
+            f.read_text()
+            for f in sorted(events.rglob("*"))
+            if f.is_file() and not f.name.startswith("appstatus")
+        )
+        environment = next(
+            json.loads(line) for line in event_text.splitlines() if '"SparkListenerEnvironmentUpdate"' in line
+        )
+        spark_conf = dict(environment["Spark Properties"])
+        assert SECRET_VALUE not in event_text
+        assert spark_conf["spark.acls.enable"] == "true"
+        assert (spark_conf["spark.ui.view.acls"], spark_conf["spark.ui.view.acls.groups"]) == (
+            "alice",
+            "alpha-team",
+        )
+        assert spark_conf["spark.modify.acls.groups"] == "alpha-ops"
+        # the file was shipped; Spark's own redaction hides even its path (the name says "secrets")
+        assert spark_conf["spark.yarn.dist.files"] == "*********(redacted)"
     finally:
         service.close()
 

@@ -537,3 +537,24 @@ def test_a_broken_notebook_shared_by_tasks_is_reported_for_each(tmp_path: Path) 
     result = load_definitions(repo)
     assert [(p.task, p.file) for p in result.errors] == [("a", "nb/x.ipynb"), ("b", "nb/x.ipynb")]
     assert {t.key for t in result.tasks} == {"chrts/good"}
+
+
+def test_a_task_asking_for_a_secret_its_organisation_lacks_is_an_error_at_its_line(tmp_path: Path) -> None:
+    body = "notebook: code/good.py\nmethod: main\nexecutor: python\nsecrets:\n  - REDIS_URL\n  - API_KEY\n"
+    root = write_repo(tmp_path, bad_task(body))
+    result = load_definitions(root, secrets={"chrts": ["REDIS_URL"]})
+    (problem,) = result.errors
+    assert (problem.file, problem.line, problem.task) == ("peach.yaml", 13, "bad")
+    assert "organisation 'chrts' has no secret 'API_KEY' (it has: REDIS_URL)" in str(problem)
+    assert "chrts/fine" in {t.key for t in result.tasks} and "chrts/bad" not in {t.key for t in result.tasks}
+
+    known = load_definitions(root, secrets={"chrts": ["REDIS_URL", "API_KEY"]})
+    bad = next(t for t in known.tasks if t.name == "bad")
+    assert not known.errors and bad.definition.secrets == ("REDIS_URL", "API_KEY")
+    assert not load_definitions(root).errors  # without the configuration: not checked (validate alone)
+
+
+def test_secret_names_must_be_variable_names(tmp_path: Path) -> None:
+    body = "notebook: code/good.py\nmethod: main\nexecutor: python\nsecrets: [REDIS-URL]\n"
+    result = load_definitions(write_repo(tmp_path, bad_task(body)))
+    assert [(p.line, "not a secret name" in p.message) for p in result.errors] == [(11, True)]
