@@ -308,6 +308,10 @@ class _Loader:
             self.problem(
                 notebook, note.line, note.message, task=name, severity=Severity.WARNING, cell=note.cell
             )
+        for note in code.errors:
+            self.problem(notebook, note.line, note.message, task=name, cell=note.cell)
+        if code.errors:
+            raise _Rejected
         return code
 
     def check_signature(self, spec: TaskDefinition, code: Extracted, reject: Any) -> None:
