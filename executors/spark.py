@@ -47,6 +47,7 @@ from executors.yarn.execution import MAX_TAG_LENGTH, YarnExecution, YarnOptions,
 from executors.yarn.recovery import recover_applications
 from scheduler.config import OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError
+from scheduler.spec.definitions import Task
 from scheduler.spec.taskspec import ExecutorKind
 
 log = logging.getLogger(__name__)
@@ -280,6 +281,10 @@ class SparkExecutor(Executor):
             execution.artifacts_note = NO_ARTIFACTS_ON_YARN
         return execution
 
+    def waiting(self, task: Task) -> str | None:
+        python = (self.settings.python or self.environments.python) if self.yarn else None
+        return self.environments.backing_off(task.requirements, python)
+
     def _environment(self, request: RunRequest) -> Environment:
         if self.yarn:  # shipped to the cluster with --archives, built against the cluster's interpreter
             python = self.settings.python or self.environments.python
@@ -296,7 +301,7 @@ class SparkExecutor(Executor):
             if "SPARK_HOME" not in environ and home is not None:
                 environ["SPARK_HOME"] = str(home)
         organisation = self.organisation(request.task.codops)
-        log.info("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
+        log.debug("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
         return submit_command(
             self.settings,
             organisation,

@@ -213,3 +213,12 @@ def test_credentials_are_read_when_needed(tmp_path: Path) -> None:
 def test_redact_url() -> None:
     assert redact_url("postgresql://peach:pw@db:5432/x") == "postgresql://peach:**********@db:5432/x"
     assert redact_url("sqlite:////var/lib/peach/state.db") == "sqlite:////var/lib/peach/state.db"
+
+
+def test_the_readmes_sample_operator_configuration_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    sample = readme.split("A complete sample", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "peach.yaml"
+    path.write_text(sample)
+    config = load_config(path)
+    assert config.spark.master == "yarn" and list(config.organisations) == ["chrts"]

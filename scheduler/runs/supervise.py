@@ -13,7 +13,9 @@ The run's time limit is chosen here once (``Runtime.timeout_for``, from ``LoopLi
 store's deadline and the executor's ``RunRequest.timeout`` are both that number.
 """
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +42,7 @@ from scheduler.store.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+HEARTBEAT = 5.0  # seconds between two touches of a supervised run's log (its last moment known alive)
 
 
 class KillRequests:
@@ -94,11 +97,18 @@ def execute(
     *,
     rerun_of: str | None = None,
 ) -> Run | None:
-    """Run ``task`` once and return its closed record; None when the task already has a running run.
+    """Run ``task`` once and return its closed record; None when the task already has a running run, or
+    its executor says it must wait (``Executor.waiting``: the task is PENDING with that reason).
 
     ``stale`` says why ``version`` is not the branch head (the repository's sync failed): the run's
     outcome says so too (SPEC §4.1).
     """
+    executor = runtime.executors.get(task.executor)
+    waiting = executor.waiting(task) if executor is not None else None
+    if waiting is not None:  # e.g. its environment's build is backing off: no run, the task says why
+        log.info("%s: not started, %s", task.key, waiting)
+        runtime.store.set_pending(task.codops, [task.name], reason=waiting)
+        return None
     timeout = runtime.timeout_for(task)
     deadline = datetime.now(UTC) + timedelta(seconds=timeout)
     try:
@@ -163,8 +173,18 @@ def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str) -> Run:
         runtime.metrics,
     )
     runtime.metrics.run_finished(finished)
-    log.info("run %s of %s: %s (%s)", run.id, key, finished.status, finished.outcome)
+    log.info("%s", console_line(finished))
     return finished
+
+
+def console_line(run: Run) -> str:
+    """The service's one line about a finished run: ``chrts/train SUCCEEDED 12.1 s 3d17ccb (run r-...)``,
+    and why when it did not succeed (its error, else its outcome)."""
+    took = f"{run.duration_seconds:.1f} s" if run.duration_seconds is not None else "-"
+    line = f"{run.codops}/{run.task} {run.status.value} {took} {(run.version or '-')[:7]} (run {run.id})"
+    if run.status is not RunStatus.SUCCEEDED:
+        line += f": {run.error or run.outcome}"
+    return line
 
 
 def _persist(write: Callable[[], T], what: str, metrics: Metrics | None = None, attempts: int = 8) -> T:
@@ -273,7 +293,9 @@ def _follow(
     runtime: Runtime, run: Run, execution: Execution, pending: dict[str, Any], progress: ProgressRecorder
 ) -> Outcome:
     recorded: str | None = None
+    beat = float("-inf")
     while True:
+        beat = _heartbeat(execution, beat)
         if execution.handle and execution.handle != recorded:
             recorded = pending["handle"] = execution.handle
         if pending and _attach(runtime, run, pending):
@@ -292,6 +314,18 @@ def _follow(
         reason = runtime.kills.take(run.id)
         if reason is not None:
             return execution.kill(reason)
+
+
+def _heartbeat(execution: Execution, last: float) -> float:
+    """Touch the run's log every ``HEARTBEAT`` seconds while the run is supervised, so that its
+    modification time is the last moment the run was known alive even when the task prints nothing:
+    a run found RUNNING after a crash is closed LOST as of then (``scheduler.service.recovery``)."""
+    now = time.monotonic()
+    if now - last < HEARTBEAT:
+        return last
+    with contextlib.suppress(OSError):  # no log yet, or a full disk: the next beat tries again
+        os.utime(execution.log_path)
+    return now
 
 
 def _attach(runtime: Runtime, run: Run, fields: dict[str, Any]) -> bool:

@@ -41,6 +41,10 @@ def parse(source: str, filename: str = "<unknown>") -> ast.Module:
         return ast.parse(source, filename=filename)
 
 
+class MissingMethod(ExtractionError):
+    """No cell defines the entry function: the task's ``method`` key is what is wrong."""
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One piece of Python to run, named so that tracebacks point at the notebook cell."""
@@ -224,7 +228,7 @@ class Source:
                             cell.number,
                             child.lineno,
                         )
-        return ExtractionError(f"method {method!r} is not defined at the top level", self.path)
+        return MissingMethod(f"method {method!r} is not defined at the top level", self.path)
 
 
 def _decode(path: str, raw: bytes) -> str:

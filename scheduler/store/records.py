@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from scheduler.spec.definitions import describe
 from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
 from scheduler.store.models import (
@@ -165,6 +166,9 @@ class TaskStatus:
     line: int | None
     removed: bool
     expected_seconds: float | None = None
+    reason: str | None = None
+    invalid_since: str | None = None
+    last_error: str | None = None
 
     @classmethod
     def from_row(cls, row: TaskRow) -> "TaskStatus":
@@ -186,6 +190,9 @@ class TaskStatus:
             line=row.line,
             removed=row.removed_at is not None,
             expected_seconds=row.expected_seconds,
+            reason=row.reason,
+            invalid_since=row.invalid_since,
+            last_error=row.last_error,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -207,6 +214,9 @@ class TaskStatus:
             "file": self.file,
             "line": self.line,
             "expected_seconds": self.expected_seconds,
+            "reason": self.reason,
+            "invalid_since": self.invalid_since,
+            "last_error": self.last_error,
         }
 
 
@@ -223,6 +233,9 @@ class StoredProblem:
     severity: str
     message: str
     found_at: datetime
+
+    def __str__(self) -> str:
+        return describe(self.file, self.line, self.cell, self.task, self.severity, self.message)
 
     @classmethod
     def from_row(cls, row: ProblemRow) -> "StoredProblem":
