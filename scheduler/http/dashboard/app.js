@@ -313,7 +313,7 @@ function renderRuns(runs, codops) {
         statusBadge(run.status),
         run.outcome ? clipped(run.outcome, "muted outcome") : null,
         run.error ? clipped(run.error, "error-line") : null,
-        run.rerun_of ? el("span", { className: "muted rerun-of clip" }, `rerun of ${run.rerun_of}`) : null,
+        run.rerun_of ? el("span", { className: "muted rerun-of clip" }, `(rerun of ${run.rerun_of})`) : null,
         run.status === "RUNNING" ? progressCell(run, true) : null,
       ),
       el("td", { className: "num" }, duration(run.duration_seconds)),
