@@ -6,7 +6,11 @@ child processes and SQLite. Prints, for a sustained period:
   work (a git sync before every run, records, environments, log capture) costs in throughput;
 - the scheduler's own CPU (children excluded) and RSS at start, end and peak;
 - dispatch latency: from a loop picking a due task to the task's process running (p50, p99);
-- the ``/metrics`` scrape time with every task's series present (median of 20).
+- the ``/metrics`` scrape time with every task's series present (median of 20);
+- git processes started per run, and the service's threads at the end of the period;
+
+and, as its last line, all of it in one: ``scale: runs/s R (bare B, ratio X); dispatch p50 A ms p99 P ms;
+own CPU C ms/run; git processes G per run; metrics S ms; rss M MiB; threads T``.
 
 Run: .venv/bin/python bench/service_1000.py [--orgs 1000] [--tasks 10] [--seconds 60]
 """
@@ -29,6 +33,7 @@ import yaml
 from executors.process import ProcessExecution
 from executors.runner import runner_script
 from scheduler.config import load_config
+from scheduler.repos import git as gitrun
 from scheduler.service import loops
 from scheduler.service.service import Service
 from scheduler.spec.definitions import load_definitions
@@ -134,6 +139,14 @@ def main() -> None:
                 latencies.append(time.monotonic() - t0)
 
         loops.Loop.run_due, ProcessExecution.start = run_due, start  # type: ignore[method-assign]
+        git_started = [0]
+        original_git = gitrun.run
+
+        def counted_git(*args, **kwargs):  # type: ignore[no-untyped-def]
+            git_started[0] += 1  # one git process per call (its remote helper not counted)
+            return original_git(*args, **kwargs)
+
+        gitrun.run = counted_git
         definitions = load_definitions(next(iter(repos.values())))
         runners = []
         for task in definitions.tasks:
@@ -145,8 +158,10 @@ def main() -> None:
         rss_start = rss_kib()
         cpu_start = resource.getrusage(resource.RUSAGE_SELF)
         service.start()
+        git_at_start = git_started[0]  # the first syncs (clones) are set-up, not steady state
         time.sleep(args.seconds)  # the measured period: the service works on its own meanwhile
         cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+        gits, threads = git_started[0] - git_at_start, threading.active_count()
         rss_end, rss_peak = rss_kib(), rss_kib("VmHWM")
         with service.store.engine.connect() as connection:
             runs = connection.exec_driver_sql(
@@ -162,6 +177,7 @@ def main() -> None:
         service.wait_stopped(60)
         service.close()
         loops.Loop.run_due, ProcessExecution.start = original_run_due, original_start  # type: ignore[method-assign]
+        gitrun.run = original_git
         env_python = str(next((root / "ws" / "environments" / "envs").glob("*/bin/python")))
         bare_rate = (bare_before + bare(runners, env_python, bare_seconds)) / 2
 
@@ -186,7 +202,15 @@ def main() -> None:
             f"p99 {q[98] * 1000:.0f} ms "
             f"over {len(latencies)} runs"
         )
-    print(f"/metrics scrape: median {statistics.median(scrapes) * 1000:.0f} ms for {size / 1024:.0f} KiB")
+    metrics_ms = statistics.median(scrapes) * 1000
+    print(f"/metrics scrape: median {metrics_ms:.0f} ms for {size / 1024:.0f} KiB")
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    print(
+        f"scale: runs/s {rate:.1f} (bare {bare_rate:.1f}, ratio {rate / bare_rate:.2f}); "
+        f"dispatch p50 {q[49] * 1000:.0f} ms p99 {q[98] * 1000:.0f} ms; "
+        f"own CPU {1000 * cpu / max(runs, 1):.0f} ms/run; git processes {gits / max(runs, 1):.2f} per run; "
+        f"metrics {metrics_ms:.0f} ms; rss {rss_peak / 1024:.0f} MiB; threads {threads}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ alternates, ``--runs`` times each:
 
 For each it prints the median wall time (from the submission's start to the run's end as its caller sees
 it: spark-submit exiting, the run recorded with its driver logs) and submit-to-RUNNING (until the
-ResourceManager reports the application RUNNING), and their ratios, scheduler / bare.
+ResourceManager reports the application RUNNING), and their ratios, scheduler / bare; then where the wall
+time goes, from the application's own report: before YARN has it (until its ``startedTime``), on YARN
+(until its ``finishedTime``) and after it ended (until the caller has its end).
 """
 
 import argparse
@@ -61,7 +63,19 @@ def running_at(cluster: YarnCluster, tag: str, began: float, done: threading.Eve
     return seen
 
 
-def bare(cluster: YarnCluster, root: Path, number: int) -> tuple[float, float]:
+Trial = tuple[float, float, tuple[float, float, float]]  # wall, to RUNNING, phases
+
+
+def phases(cluster: YarnCluster, tag: str, began: float, ended: float) -> tuple[float, float, float]:
+    """(before, on YARN, after) of the application tagged ``tag`` that started after ``began`` (epoch s)."""
+    answer = requests.get(f"{cluster.rm}/ws/v1/cluster/apps", params={"applicationTags": tag}, timeout=5)
+    apps = [a for a in (answer.json().get("apps") or {}).get("app") or [] if a["startedTime"] >= began * 1000]
+    app = max(apps, key=lambda a: a["startedTime"])
+    started, finished = app["startedTime"] / 1000, app["finishedTime"] / 1000
+    return started - began, finished - started, ended - finished
+
+
+def bare(cluster: YarnCluster, root: Path, number: int) -> Trial:
     home = spark_home()
     assert home is not None
     app = root / "bare_app.py"
@@ -85,23 +99,23 @@ def bare(cluster: YarnCluster, root: Path, number: int) -> tuple[float, float]:
         argv += ["--conf", f"{key}={value}"]
     env = {**os.environ, **cluster.env, "SPARK_LOCAL_IP": "127.0.0.1"}
     done = threading.Event()
-    began = time.monotonic()
+    began, epoch = time.monotonic(), time.time()
     seen = running_at(cluster, tag, began, done)
     subprocess.run([*argv, str(app)], env=env, check=True, capture_output=True)
     wall = time.monotonic() - began
     done.set()
-    return wall, seen[0] if seen else float("nan")
+    return wall, seen[0] if seen else float("nan"), phases(cluster, tag, epoch, time.time())
 
 
-def scheduled(cluster: YarnCluster, service: Service) -> tuple[float, float]:
+def scheduled(cluster: YarnCluster, service: Service) -> Trial:
     done = threading.Event()
-    began = time.monotonic()
+    began, epoch = time.monotonic(), time.time()
     seen = running_at(cluster, "peach-task-app", began, done)
     runs = service.once()
     wall = time.monotonic() - began
     done.set()
     assert [run.status for run in runs] == [RunStatus.SUCCEEDED], [run.outcome for run in runs]
-    return wall, seen[0] if seen else float("nan")
+    return wall, seen[0] if seen else float("nan"), phases(cluster, "peach-task-app", epoch, time.time())
 
 
 def main() -> None:
@@ -124,7 +138,7 @@ def main() -> None:
             try:
                 bare(cluster, root, -1)  # warm-up: the JVMs' files cached, the task's environment packed
                 scheduled(cluster, service)
-                figures: dict[str, list[tuple[float, float]]] = {"bare": [], "scheduler": []}
+                figures: dict[str, list[Trial]] = {"bare": [], "scheduler": []}
                 for number in range(args.runs):  # alternate, so that a slower moment hits both
                     figures["bare"].append(bare(cluster, root, number))
                     figures["scheduler"].append(scheduled(cluster, service))
@@ -134,7 +148,7 @@ def main() -> None:
             finally:
                 service.close()
     medians = {
-        name: (statistics.median(w for w, _ in values), statistics.median(r for _, r in values))
+        name: (statistics.median(w for w, _, _ in values), statistics.median(r for _, r, _ in values))
         for name, values in figures.items()
     }
     (bare_wall, bare_running), (sched_wall, sched_running) = medians["bare"], medians["scheduler"]
@@ -142,6 +156,10 @@ def main() -> None:
     print(f"median of {args.runs}: to RUNNING bare {bare_running:.1f} s, scheduler {sched_running:.1f} s")
     print(f"ratio scheduler/bare: wall {sched_wall / bare_wall:.2f}x, ", end="")
     print(f"to RUNNING {sched_running / bare_running:.2f}x")
+    for name, values in figures.items():
+        before, on_yarn, after = (statistics.median(p[2][i] for p in values) for i in range(3))
+        print(f"where {name}'s wall goes (medians): before YARN has it {before:.1f} s, ", end="")
+        print(f"on YARN {on_yarn:.1f} s, after it ended {after:.1f} s")
 
 
 if __name__ == "__main__":

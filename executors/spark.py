@@ -45,6 +45,7 @@ from executors.rundir import DEFAULT_PASS_ENV, LocalRuns, Prepared
 from executors.yarn.client import ResourceManager
 from executors.yarn.execution import MAX_TAG_LENGTH, YarnExecution, YarnOptions, run_tag
 from executors.yarn.recovery import recover_applications
+from executors.yarn.tracker import ApplicationTracker
 from scheduler.config import OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError
 from scheduler.spec.definitions import Task
@@ -237,7 +238,8 @@ class SparkExecutor(Executor):
         )
         self.launcher = Launcher(limits or LogLimits(), grace, proc_root, clock, wall, popen)
         self.resourcemanager = resourcemanager
-        self.yarn_options = YarnOptions(log_server, lifetime_grace, poll, log_wait)
+        tracker = ApplicationTracker(resourcemanager, poll) if resourcemanager is not None else None
+        self.yarn_options = YarnOptions(log_server, lifetime_grace, poll, log_wait, tracker=tracker)
 
     @property
     def runs_root(self) -> Path:

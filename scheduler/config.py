@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -22,6 +22,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PositiveInt,
     SecretStr,
     StrictBool,
     StrictStr,
@@ -31,10 +32,11 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler.durations import Seconds, format_duration
+from scheduler.durations import Seconds, SecondsOrZero, format_duration
 from scheduler.errors import ConfigError
 from scheduler.limits import LoopLimits
 from scheduler.names import codops_problem
+from scheduler.notifysettings import NotificationSettings, OrganisationNotifications
 from scheduler.yamlfile import YamlError, load_bytes
 
 CONFIG_ENV = "PEACH_CONFIG"
@@ -108,6 +110,7 @@ class HttpSettings(_Model):
     host: StrictStr = "127.0.0.1"  # the Helm chart sets 0.0.0.0
     port: int = Field(8080, ge=0, le=65535)
     api_token_env: EnvName = "PEACH_API_TOKEN"  # noqa: S105 (a variable name) bearer token for trigger/kill, by reference
+    webhook_secret_env: EnvName = "PEACH_WEBHOOK_SECRET"  # noqa: S105 (a variable name) push webhooks' secret
 
 
 class LoopSettings(_Model):
@@ -161,6 +164,10 @@ class YarnSettings(_Model):
 
 class GitSettings(_Model):
     timeout: Seconds = 120.0  # every git operation is killed after this long
+    # One ls-remote answer serves every sync of a (URL, branch) this long: a run's commit is the branch
+    # head as of at most this long before it starts (a push webhook ends the window at once).
+    freshness: SecondsOrZero = 2.0  # 0: every sync asks the remote
+    parallel: PositiveInt = 8  # git network operations (ls-remote, fetch) at a time, all organisations
 
 
 class ArtifactSettings(_Model):
@@ -260,6 +267,7 @@ class OrganisationSettings(_Model):
     repositories: tuple[Repository, ...] = ()
     queue: StrictStr  # YARN queue; defaults to the codops
     resources: Resources = Resources()
+    notifications: OrganisationNotifications = OrganisationNotifications()
 
 
 class Config(_Model):
@@ -275,6 +283,7 @@ class Config(_Model):
     artifacts: ArtifactSettings = ArtifactSettings()
 
     environments: EnvironmentSettings = EnvironmentSettings()
+    notifications: NotificationSettings = NotificationSettings()
     organisations: dict[Codops, OrganisationSettings] = {}
 
     @field_validator("workspace")
@@ -315,10 +324,17 @@ class Config(_Model):
         for section, key in (("loops", "timeout"), ("loops", "metadata_timeout"), ("loops", "pause")):
             data[section][key] = format_duration(data[section][key])
         data["git"]["timeout"] = format_duration(self.git.timeout)
+        data["git"]["freshness"] = format_duration(self.git.freshness)
         data["artifacts"]["prune_interval"] = format_duration(self.artifacts.prune_interval)
 
         for key in ("backoff", "max_backoff"):
             data["environments"][key] = format_duration(data["environments"][key])
+        for key in ("timeout", "backoff", "max_backoff"):
+            data["notifications"][key] = format_duration(data["notifications"][key])
+        if data["notifications"]["smtp"]:
+            data["notifications"]["smtp"]["timeout"] = format_duration(
+                data["notifications"]["smtp"]["timeout"]
+            )
         data["spark"]["conf"] = {k: MASK if SECRET_KEY.search(k) else v for k, v in self.spark.conf.items()}
         return data
 
@@ -427,6 +443,8 @@ def _did_you_mean(loc: tuple[Any, ...]) -> str:
         else:
             field = model.model_fields.get(str(part))
             annotation = field.annotation if field else None
+            # an optional section (``smtp: SmtpSettings | None``): its model
+            annotation = next((a for a in get_args(annotation) if isinstance(a, type)), annotation)
             if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
                 return ""
             model = annotation

@@ -14,8 +14,9 @@ _NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")
 _WHOLE = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w))+\s*")
 
 
-def parse_duration(value: object) -> float:
-    """Return seconds (> 0) for a duration given as a number of seconds or a string like ``1h30m``."""
+def parse_duration(value: object, zero: bool = False) -> float:
+    """Return seconds (> 0; >= 0 with ``zero``) for a duration given as a number of seconds or a string
+    like ``1h30m``."""
     if isinstance(value, bool):
         raise DurationError(f"expected a duration like 30s, 5m, 6h or 1h30m, got {value!r}")
     if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
@@ -24,7 +25,7 @@ def parse_duration(value: object) -> float:
         seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
     else:
         raise DurationError(f"cannot parse duration {value!r}: use e.g. 30s, 5m, 6h or 1h30m")
-    if not math.isfinite(seconds) or seconds <= 0:
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
         raise DurationError(f"duration {value!r} must be a finite number greater than zero")
     return seconds
 
@@ -43,3 +44,4 @@ def format_duration(seconds: float) -> str:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]  # a duration field in a pydantic model
+SecondsOrZero = Annotated[float, BeforeValidator(lambda value: parse_duration(value, zero=True))]

@@ -8,7 +8,6 @@ Label cardinality is kept to what one scheduler of thousands of tasks can afford
 the run counter and two gauges; the duration histogram is per codops, loop and executor.
 """
 
-import contextlib
 import re
 import threading
 import time
@@ -23,12 +22,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from scheduler.exposition import TextFamily
 from scheduler.status import RunStatus
 
 
@@ -137,56 +136,68 @@ class Metrics:
         self._clock = clock
         r = self.registry
         run_labels = ["codops", "task", "loop", "executor", "status"]
-        self.runs = Counter("peach_runs", "Runs finished, by final status.", run_labels, registry=r)
-        self.run_duration = Histogram(
+        # the families with a series per task or organisation: kept as text (scheduler.exposition)
+        self.runs = TextFamily("peach_runs", "Runs finished, by final status.", "counter", run_labels)
+        self.run_duration = TextFamily(
             "peach_run_duration_seconds",
             "Duration of finished runs.",
+            "histogram",
             ["codops", "loop", "executor"],
-            buckets=RUN_DURATION_BUCKETS,
-            registry=r,
+            RUN_DURATION_BUCKETS,
         )
-        self.last_success = Gauge(
+        self.last_success = TextFamily(
             "peach_task_last_success_timestamp_seconds",
             "When the task's last successful run finished (Unix time).",
+            "gauge",
             ["codops", "task"],
-            registry=r,
         )
-        self.last_duration = Gauge(
+        self.last_duration = TextFamily(
             "peach_task_last_duration_seconds",
             "Duration of the task's last finished run.",
+            "gauge",
             ["codops", "task"],
-            registry=r,
         )
-        self.pass_duration = Histogram(
+        self.pass_duration = TextFamily(
             "peach_loop_pass_duration_seconds",
             "Duration of one pass of a loop (sync, load, run every due task).",
+            "histogram",
             ["loop"],
-            buckets=PASS_DURATION_BUCKETS,
-            registry=r,
+            PASS_DURATION_BUCKETS,
         )
-        self.last_pass_end = Gauge(
+        self.last_pass_end = TextFamily(
             "peach_loop_last_pass_end_timestamp_seconds",
             "When the loop last completed a pass (Unix time).",
+            "gauge",
             ["loop"],
-            registry=r,
         )
-        self.syncs = Counter(
+        self.syncs = TextFamily(
             "peach_repository_syncs",
             "Repository syncs of an organisation, by result (ok, failed).",
+            "counter",
             ["codops", "result"],
-            registry=r,
         )
-        self.sync_failures = Gauge(
+        self.sync_failures = TextFamily(
             "peach_repository_consecutive_sync_failures",
             "Syncs of the organisation's repositories that failed in a row (0 after a good one).",
+            "gauge",
             ["codops"],
-            registry=r,
         )
-        self.validation = Gauge(
+        self.validation = TextFamily(
             "peach_validation_errors",
             "Validation errors in the organisation's task definitions at the last load.",
+            "gauge",
             ["codops"],
-            registry=r,
+        )
+        self._texts = (
+            self.runs,
+            self.run_duration,
+            self.last_success,
+            self.last_duration,
+            self.pass_duration,
+            self.last_pass_end,
+            self.syncs,
+            self.sync_failures,
+            self.validation,
         )
         self.env_builds = Counter(
             "peach_environment_builds",
@@ -225,9 +236,28 @@ class Metrics:
             "YARN ResourceManager REST calls that failed on every address after the retries.",
             registry=r,
         )
+        self.rm_requests = Counter(
+            "peach_resourcemanager_requests",
+            "YARN ResourceManager REST calls made (every attempt; rate() gives calls per second).",
+            registry=r,
+        )
         self.rm_failovers = Counter(
             "peach_resourcemanager_failovers",
             "Times the YARN client moved to another ResourceManager (HA failover).",
+            registry=r,
+        )
+        self.notifications = Counter(
+            "peach_notifications",
+            "Notification deliveries by channel (email, webhook) and result: sent, retried (an attempt "
+            "failed, another is due), failed (gave up), refused (not allowed or not configured), dropped.",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "peach_webhooks",
+            "Push webhook deliveries, by source (gitlab, github, gitea, forgejo, unknown) and outcome "
+            "(changed, ignored, refused: bad signature, invalid: not a push event).",
+            ["source", "outcome"],
             registry=r,
         )
         self._live = _Live(clock)
@@ -245,36 +275,35 @@ class Metrics:
         codops, task, loop, executor = (
             label(v) for v in (run.codops, run.task, run.loop, run.executor.value)
         )
-        self.runs.labels(codops, task, loop, executor, run.status.value).inc()
+        self.runs.inc((codops, task, loop, executor, run.status.value))
         if run.duration_seconds is not None:
-            self.run_duration.labels(codops, loop, executor).observe(run.duration_seconds)
-            self.last_duration.labels(codops, task).set(run.duration_seconds)
+            self.run_duration.observe((codops, loop, executor), run.duration_seconds)
+            self.last_duration.set((codops, task), run.duration_seconds)
         if run.status is RunStatus.SUCCEEDED and run.finished_at is not None:
-            self.last_success.labels(codops, task).set(run.finished_at.timestamp())
+            self.last_success.set((codops, task), run.finished_at.timestamp())
 
     def forget_task(self, codops: str, task: str) -> None:
         """Drop a removed task's gauges (its run counts stay: they are history)."""
         for gauge in (self.last_success, self.last_duration):
-            with contextlib.suppress(KeyError):
-                gauge.remove(label(codops), label(task))
+            gauge.remove((label(codops), label(task)))
 
     def loop_pass(self, loop: str, seconds: float) -> None:
         """A loop completed a pass that took ``seconds``."""
         now = self._clock()
-        self.pass_duration.labels(label(loop)).observe(seconds)
-        self.last_pass_end.labels(label(loop)).set(now)
+        self.pass_duration.observe((label(loop),), seconds)
+        self.last_pass_end.set((label(loop),), now)
         self._live.pass_ended(label(loop), now)
 
     def sync_result(self, codops: str, ok: bool) -> None:
-        self.syncs.labels(label(codops), "ok" if ok else "failed").inc()
-        failures = self.sync_failures.labels(label(codops))
+        self.syncs.inc((label(codops), "ok" if ok else "failed"))
+        failures = (label(codops),)
         if ok:
-            failures.set(0)
+            self.sync_failures.set(failures, 0)
         else:
-            failures.inc()
+            self.sync_failures.inc(failures)
 
     def validation_errors(self, codops: str, count: int) -> None:
-        self.validation.labels(label(codops)).set(count)
+        self.validation.set((label(codops),), count)
 
     def env_build(self, result: str) -> None:
         """An environment build ended; ``result`` is ``ok`` or ``failed``."""
@@ -298,19 +327,30 @@ class Metrics:
         self.state_errors.labels(label(source)).inc()
 
     def resourcemanager_event(self, event: str) -> None:
-        """The YARN client's ``error`` (no ResourceManager answered) or ``failover``."""
-        (self.rm_failovers if event == "failover" else self.rm_errors).inc()
+        """The YARN client's ``request``, ``failover`` or ``error`` (no ResourceManager answered)."""
+        {"request": self.rm_requests, "failover": self.rm_failovers}.get(event, self.rm_errors).inc()
+
+    def notification(self, channel: str, result: str) -> None:
+        """A notification delivery's ``result`` on ``channel`` (``scheduler.notify``)."""
+        self.notifications.labels(label(channel), label(result)).inc()
+
+    def webhook(self, source: str, outcome: str) -> None:
+        self.webhooks.labels(label(source), label(outcome)).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics`` (serve it with ``CONTENT_TYPE``).
 
         The ``*_created`` samples of counters and histograms are left out: they would double the number
-        of series for thousands of tasks, and Prometheus does not use them from the text format.
+        of series for thousands of tasks, and Prometheus does not use them from the text format. The
+        per-task and per-organisation families are joined from their kept text, not rebuilt.
         """
-        return generate_latest(_WithoutCreated(self.registry))
+        texts = "".join(family.text() for family in self._texts).encode()
+        return texts + generate_latest(_WithoutCreated(self.registry))
 
     def series(self) -> Iterator[tuple[str, dict[str, str], float]]:
         """Every sample as (name, labels, value): for tests and the benchmark."""
+        for text in self._texts:
+            yield from text.samples()
         for family in self.registry.collect():
             for sample in family.samples:
                 yield sample.name, dict(sample.labels), sample.value

@@ -109,6 +109,8 @@ class _Builder:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise YamlError("merge keys (<<) are not supported; repeat the values instead", line)
             key = self.value(key_node, (*path, "<key>"))
+            if isinstance(key, bool) and isinstance(key_node, yaml.ScalarNode) and not key_node.style:
+                key = key_node.value  # YAML 1.1 reads a plain on/yes/off as a boolean; as a key, the word
             if not isinstance(key, str):
                 raise YamlError(f"keys must be strings, got {key!r} (quote it)", line)
             if key in result:

@@ -41,3 +41,11 @@ def test_formats_short() -> None:
         "0.5s",
         "1d1h1m1s",
     ]
+
+
+def test_zero_only_where_allowed() -> None:
+    assert parse_duration("0s", zero=True) == 0.0
+    with pytest.raises(DurationError, match="greater than zero"):
+        parse_duration("0s")
+    with pytest.raises(DurationError):
+        parse_duration(-1, zero=True)

@@ -6,6 +6,7 @@ included), so a lazy import inside a function cannot hide an upward dependency.
 """
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,13 +25,16 @@ LAYERS = {
         "scheduler.status",
         "scheduler.yamlfile",
         "scheduler.config",
+        "scheduler.notifysettings",
         "scheduler.metrics",
+        "scheduler.exposition",
     ),
     "spec": ("scheduler.spec",),
     "executors": ("executors",),
     "queues": ("queues",),
     "repos": ("scheduler.repos",),
     "store": ("scheduler.store",),
+    "notify": ("scheduler.notify",),
     "runs": ("scheduler.runs",),
     "http": ("scheduler.http",),
     "service": ("scheduler.service",),
@@ -43,9 +47,10 @@ MAY_IMPORT = {
     "queues": {"ground", "executors", "queues"},
     "repos": {"ground", "spec", "repos"},
     "store": {"ground", "spec", "store"},
-    "runs": {"ground", "spec", "executors", "repos", "store", "runs"},
+    "notify": {"ground", "spec", "store", "notify"},
+    "runs": {"ground", "spec", "executors", "repos", "store", "notify", "runs"},
     "http": {"ground", "spec", "store", "runs", "http"},
-    "service": {"ground", "spec", "executors", "repos", "store", "runs", "http", "service"},
+    "service": {"ground", "spec", "executors", "repos", "store", "notify", "runs", "http", "service"},
     "cli": set(LAYERS),
 }
 
@@ -185,3 +190,32 @@ def test_the_rule_finds_cycles(tmp_path: Path) -> None:
     (tmp_path / "scheduler" / "store" / "a.py").write_text("from scheduler.store import b\n")
     (tmp_path / "scheduler" / "store" / "b.py").write_text("from scheduler.store.a import x\n")
     assert cycles(edges(tmp_path)) == [["scheduler.store.a", "scheduler.store.b"]]
+
+
+# peach_client is installed into notebook kernels on its own: the service's packages are never its imports.
+CLIENT_MAY_IMPORT = {"peach_client", "httpx", "ipywidgets", "IPython"}
+
+
+def client_imports(root: Path = ROOT) -> list[str]:
+    """The imports of ``peach_client`` that are neither the standard library nor its own dependencies."""
+    problems = []
+    for path in sorted((root / "peach_client").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            for name in names:
+                top = name.partition(".")[0]
+                if top not in CLIENT_MAY_IMPORT and top not in sys.stdlib_module_names:
+                    problems.append(f"{path.relative_to(root)}:{node.lineno}: imports {name}")
+    return problems
+
+
+def test_the_client_imports_nothing_of_the_service() -> None:
+    assert client_imports() == []
+
+
+def test_the_client_rule_finds_a_service_import(tmp_path: Path) -> None:
+    (tmp_path / "peach_client").mkdir()
+    (tmp_path / "peach_client" / "a.py").write_text("def f():\n    from scheduler.status import RunStatus\n")
+    assert client_imports(tmp_path) == ["peach_client/a.py:2: imports scheduler.status"]

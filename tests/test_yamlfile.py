@@ -11,6 +11,13 @@ def test_lines_of_keys_and_nested_values() -> None:
     assert doc.line_of(("tasks", "a", "no", "such", "key")) == 3  # nearest ancestor
 
 
+def test_yaml_1_1_boolean_words_as_keys_are_the_words() -> None:
+    """``notify: {on: [failed]}`` (SPEC §7): a plain ``on`` key is the word, a value stays a boolean."""
+    assert load_bytes(b"notify:\n  on: [failed]\n  yes: on\n").data == {
+        "notify": {"on": ["failed"], "yes": True}
+    }
+
+
 @pytest.mark.parametrize(
     ("raw", "line", "message"),
     [

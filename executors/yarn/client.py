@@ -11,9 +11,15 @@ The endpoints used (Hadoop "ResourceManager REST APIs"): ``/ws/v1/cluster/apps?a
 ``/ws/v1/cluster/apps/{id}/timeout`` (PUT LIFETIME), ``/ws/v1/cluster/apps/{id}/appattempts`` and
 ``/ws/v1/cluster/scheduler``; for logs, a log server's or NodeManager's
 ``/ws/v1/node/containers/{container}/logs/{file}`` (Hadoop 3 NodeManager REST API).
+
+A log server answers a file the container does not have with 200 and the body "Can not find logs for
+container:..." (3.1.1's timeline server: observed): that is no file, not its content. Aggregated files
+come wrapped (``Container: ... LogContents:`` before, ``End of LogType:...`` and a line of stars after; a
+NodeManager adds the end lines too): the wrapping is taken off.
 """
 
 import logging
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -32,6 +38,10 @@ log = logging.getLogger(__name__)
 ACTIVE_STATES = ("NEW", "NEW_SAVING", "SUBMITTED", "ACCEPTED", "RUNNING")
 FINAL_STATES = ("FINISHED", "FAILED", "KILLED")
 LOG_FILES = ("stdout", "stderr")
+AGGREGATING = ("NOT_START", "RUNNING", "RUNNING_WITH_FAILURE")  # logAggregationStatus while it goes
+NOT_SERVED = b"Can not find logs for container"
+LOG_CONTENTS = b"\nLogContents:\n"
+LOG_END = re.compile(rb"\n?End of LogType:[^\n]*\n\**\s*\Z")  # NodeManagers add it too (observed on 3.1.1)
 
 
 class NotFound(ResourceManagerError, LookupError):
@@ -57,7 +67,8 @@ class ResourceManager:
             )
         self.addresses = [address.rstrip("/") for address in addresses]
         self.timeout, self.retries, self.backoff, self._sleep = timeout, retries, backoff, sleep
-        self._observe = observe  # told "failover" and "error" (no ResourceManager answered): for metrics
+        # told "request" (each REST call), "failover" and "error" (no ResourceManager answered): metrics
+        self._observe = observe
         self._active = 0
         self._clients: dict[int, RestClient] = {}
 
@@ -82,6 +93,7 @@ class ResourceManager:
         for attempt in range(self.retries):
             for step in range(len(self.addresses)):
                 index = (self._active + step) % len(self.addresses)
+                self._observe("request")
                 try:
                     data = request(self._client(index)).data
                 except APIError as exc:
@@ -174,42 +186,55 @@ class ResourceManager:
     # -- logs -------------------------------------------------------------------------------------------
 
     def driver_logs(
-        self, app_id: str, log_server: str | None, max_bytes: int, wait: float = 30.0, poll: float = 1.0
+        self, app_id: str, log_server: str | None, max_bytes: int, wait: float = 30.0, poll: float = 0.25
     ) -> tuple[str, dict[str, bytes]]:
         """The AM (driver) container's stdout/stderr: (the source used, {file: content}).
 
-        Waits up to ``wait`` seconds for log aggregation to settle. With aggregation done and a log server
-        configured, the logs come from it; otherwise (aggregation disabled, failed or still going) from the
-        NodeManager that ran the container, which keeps them when aggregation is disabled.
+        While log aggregation is going, the NodeManager that ran the container is asked first: it serves
+        the files until they are uploaded (saving the seconds aggregation takes). Otherwise this waits up
+        to ``wait`` seconds for aggregation to settle; with aggregation done and a log server configured,
+        the logs come from it; else (aggregation disabled, failed or still going) from the NodeManager,
+        which keeps them when aggregation is disabled.
         """
-        end = time.monotonic() + wait
-        status = ""
-        while True:
-            status = str(self.app(app_id).get("logAggregationStatus") or "DISABLED")
-            if status not in ("NOT_START", "RUNNING", "RUNNING_WITH_FAILURE") or time.monotonic() >= end:
-                break
-            self._sleep(poll)
         attempts = self.attempts(app_id)
         if not attempts:
             return "none (the application has no attempt)", {}
-        attempt = attempts[-1]
-        container = str(attempt.get("containerId") or "")
-        sources = []
-        if status == "SUCCEEDED" and log_server:
-            sources.append((f"aggregated logs from {log_server}", log_server.rstrip("/")))
-        node = str(attempt.get("nodeHttpAddress") or "")
-        if node:
+        container = str(attempts[-1].get("containerId") or "")
+        node = str(attempts[-1].get("nodeHttpAddress") or "")
+
+        def nodemanager(status: str) -> list[tuple[str, str]]:
             base = node if "://" in node else f"http://{node}"
-            sources.append((f"NodeManager {node} (log aggregation {status})", f"{base}/ws/v1/node"))
+            return [(f"NodeManager {node} (log aggregation {status})", f"{base}/ws/v1/node")] if node else []
+
+        end = time.monotonic() + wait
+        status = self._aggregation(app_id)
+        if status in AGGREGATING and (found := self._serve(container, nodemanager(status), max_bytes)):
+            return found
+        while status in AGGREGATING and time.monotonic() < end:
+            self._sleep(poll)
+            status = self._aggregation(app_id)
+        sources = [(f"aggregated logs from {log_server}", log_server.rstrip("/"))] if log_server else []
+        found = self._serve(
+            container, (sources if status == "SUCCEEDED" else []) + nodemanager(status), max_bytes
+        )
+        return found or (f"none (log aggregation {status}; no log server or NodeManager served them)", {})
+
+    def _aggregation(self, app_id: str) -> str:
+        return str(self.app(app_id).get("logAggregationStatus") or "DISABLED")
+
+    def _serve(
+        self, container: str, sources: list[tuple[str, str]], max_bytes: int
+    ) -> tuple[str, dict[str, bytes]] | None:
+        """The first of ``sources`` (name, base URL) that serves any of the container's log files."""
         for source, base in sources:
             files = {}
             for name in LOG_FILES:
                 content = self._fetch(f"{base}/containers/{container}/logs/{name}", max_bytes)
-                if content is not None:
-                    files[name] = content
+                if content is not None and not content.startswith(NOT_SERVED):
+                    files[name] = unwrap(content)
             if files:
                 return source, files
-        return f"none (log aggregation {status}; no log server or NodeManager served them)", {}
+        return None
 
     def _fetch(self, url: str, max_bytes: int) -> bytes | None:
         try:
@@ -225,3 +250,10 @@ class ResourceManager:
         except requests.RequestException as exc:
             log.info("YARN: fetching %s failed: %s", url, exc)
             return None
+
+
+def unwrap(content: bytes) -> bytes:
+    """An aggregated log file's own content, without Hadoop's wrapping (a file as written, unchanged)."""
+    if content.startswith(b"Container: ") and LOG_CONTENTS in content:
+        content = content.split(LOG_CONTENTS, 1)[1]
+    return LOG_END.sub(b"", content)

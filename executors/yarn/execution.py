@@ -34,6 +34,7 @@ from executors.logs import CappedLog
 from executors.process import Launcher, LocalProcess, close_process, exit_outcome, release
 from executors.progress import Progress
 from executors.yarn.client import FINAL_STATES, ResourceManager
+from executors.yarn.tracker import ApplicationTracker
 from scheduler.errors import ExecutionError, ResourceManagerError
 from scheduler.status import RunStatus
 
@@ -102,13 +103,15 @@ def yarn_progress(report: dict[str, Any], at: float) -> Progress | None:
 @dataclass(frozen=True)
 class YarnOptions:
     """How a run on YARN is followed: its log server, the LIFETIME grace after the deadline, how often
-    the state is asked, how long to wait for log aggregation and for the application to appear."""
+    the state is asked, how long to wait for log aggregation and for the application to appear, and the
+    tracker that asks for every run's state in one call (None: each run asks for its own)."""
 
     log_server: str | None = None
     lifetime_grace: float = 600.0
     poll: float = 2.0
     log_wait: float = 30.0
     find_wait: float = 10.0
+    tracker: ApplicationTracker | None = None
 
 
 class YarnExecution(Execution):
@@ -255,6 +258,7 @@ class YarnExecution(Execution):
             self._follow()
             if self._final is None:
                 self._wake.wait(step)
+                self._wake.clear()
         return self._final is not None
 
     def _after_submit(self) -> None:
@@ -308,10 +312,13 @@ class YarnExecution(Execution):
                 return found
             self._wake.wait(min(self.options.poll, 0.5))
 
-    def _follow(self) -> None:
+    def _follow(self, alone: bool = False) -> None:
+        """Take the application's state from the tracker's shared answer (``alone``: from its own report)."""
         assert self.application_id is not None
         try:
-            report = self.rm.app(self.application_id)
+            report = self._report(alone)
+            if report is None:
+                return  # no shared answer since it was followed yet: the next one wakes this run
         except ResourceManagerError as exc:
             log.warning("run %s (%s): YARN state unknown: %s", self.run_id, self.key, exc)
             if self._unanswered is None:  # said once in the run's log, and again when it answers
@@ -326,6 +333,17 @@ class YarnExecution(Execution):
             self._fetch_logs(report)
         elif report.get("state") == "RUNNING":
             self.progress = yarn_progress(report, self._wall()) or self.progress
+
+    def _report(self, alone: bool) -> dict[str, Any] | None:
+        """The application's report: from the shared answer while it lists it as active; its own (the
+        final report) once it does not, or when asked ``alone``."""
+        assert self.application_id is not None
+        tracker = self.options.tracker
+        if tracker is None or alone:
+            return self.rm.app(self.application_id)
+        tracker.follow(self.application_id, self._wake)
+        listed = tracker.report(self.application_id)
+        return self.rm.app(self.application_id) if isinstance(listed, str) else listed
 
     def _truth(self, report: dict[str, Any]) -> tuple[RunStatus, str, str | None]:
         """The run's status from its application's final report; KILLED at or past the run's deadline
@@ -373,8 +391,10 @@ class YarnExecution(Execution):
         with self._ending:
             if self.outcome is not None:
                 return self.outcome
+            if self.options.tracker is not None and self.application_id is not None:
+                self.options.tracker.forget(self.application_id)
             if status is not None and self.submitted and self._final is None:
-                self._follow()  # it may have ended by itself (while the scheduler was down, say)
+                self._follow(alone=True)  # it may have ended by itself (while the scheduler was down, say)
             if status is not None and self.submitted and self._final is None:
                 self._kill_application(why)  # spark-submit is gone: the application is what to stop
                 self._final = (status, f"{why}: {self._stopped}", None)

@@ -63,12 +63,13 @@ def _validate(args: argparse.Namespace) -> Exit:
     repo = Path(args.repo)
     if not repo.is_dir():
         fail(f"{repo}: not a directory")
-    allowed, limits = args.codops, None
+    allowed, limits, notifications = args.codops, None, None
     if args.config is not None:
         config = load(args)
         allowed = allowed or sorted(config.organisations)
         limits = config.loops.limits
-    result = load_definitions(repo, allowed_codops=allowed, limits=limits)
+        notifications = {codops: org.notifications for codops, org in config.organisations.items()}
+    result = load_definitions(repo, allowed_codops=allowed, limits=limits, notifications=notifications)
     failed = bool(result.errors) or (args.strict and bool(result.warnings))
     if args.json:
         print_json(_as_json(result, failed))

@@ -29,8 +29,10 @@ def unkeep(shared: Shared, run_id: str) -> dict[str, Any]:
 
 @router.post("/organisations/{codops}/tasks/{task}/trigger", status_code=202)
 def trigger(shared: Shared, codops: str, task: str) -> dict[str, Any]:
-    """Run the task at its loop's next opportunity, even if disabled or not due."""
-    return shared.store.request_trigger(codops, task, requested_by="api").as_dict()
+    """Run the task now (its loop takes it within a second when idle), even if disabled or not due."""
+    request = shared.store.request_trigger(codops, task, requested_by="api")
+    shared.wake(codops)
+    return request.as_dict()
 
 
 @router.post("/runs/{run_id}/kill", status_code=202)
@@ -51,4 +53,6 @@ def rerun(shared: Shared, run_id: str) -> dict[str, Any]:
     recorded = shared.store.get_manifest(run_id)
     if shared.checkouts is not None:
         check_request(shared.checkouts(found.codops), found, recorded)
-    return shared.store.request_rerun(run_id, requested_by="api").as_dict()
+    request = shared.store.request_rerun(run_id, requested_by="api")
+    shared.wake(found.codops)
+    return request.as_dict()

@@ -6,7 +6,8 @@ left open. FastAPI gives the OpenAPI description (``/api/v1/openapi.json``) from
 the routes.
 
 ``create_app`` puts the app's ``Context`` on ``app.state`` and includes the routers: ``health``, ``reads``,
-``files`` (run logs, artifacts, the dashboard's own files) and ``actions``. Errors are answered here, for
+``files`` (run logs, artifacts, the dashboard's own files), ``actions`` and ``hooks`` (push webhooks,
+authenticated by their signature instead of the token). Errors are answered here, for
 every router: a ``PeachError`` lookup is 404, any other ``PeachError`` 409, and a state database that does
 not answer 503 with ``Retry-After`` (counted in ``peach_state_database_errors_total{source="api"}``).
 """
@@ -21,7 +22,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from scheduler.errors import PeachError
-from scheduler.http import actions, files, health, reads
+from scheduler.http import actions, files, health, hooks, reads
 from scheduler.http.context import API, Context, answers
 from scheduler.metrics import Metrics
 from scheduler.runs.supervise import KillRequests
@@ -43,9 +44,16 @@ def create_app(
     repositories: Mapping[str, str] | None = None,
     yarn_ui: str | None = None,
     checkouts: Callable[[str], Sequence[Path]] | None = None,
+    wake: Callable[[str], None] = lambda codops: None,
+    webhook_secret: str | None = None,
+    webhook_secret_env: str = "PEACH_WEBHOOK_SECRET",  # noqa: S107 (a variable name)
+    pushed: Callable[[set[str], str], list[str]] | None = None,
 ) -> FastAPI:
     """``checkouts(codops)``: the organisation's repository checkouts, where a rerun's commit is looked
-    for before the request is accepted (None: not checked here, only when the loop takes it)."""
+    for before the request is accepted (None: not checked here, only when the loop takes it).
+    ``wake(codops)``: after a trigger or rerun request, the organisation's loops take it at once.
+    ``pushed(repository URLs, branch)``: a verified push webhook (``scheduler.http.hooks``); what it
+    changed, as ``codops: url``."""
     app = FastAPI(
         title="peach-scheduler",
         version="1",
@@ -64,11 +72,15 @@ def create_app(
         repositories=repositories or {},
         yarn_ui=yarn_ui,
         checkouts=checkouts,
+        wake=wake,
+        webhook_secret=webhook_secret,
+        webhook_secret_env=webhook_secret_env,
+        pushed=pushed,
     )
     app.add_exception_handler(PeachError, peach_error)
     for unavailable in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(unavailable, database_down)
-    for router in (health.router, files.pages, reads.router, files.router, actions.router):
+    for router in (health.router, files.pages, reads.router, files.router, actions.router, hooks.router):
         app.include_router(router)
     describe_token(app, token_env)
     return app

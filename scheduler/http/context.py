@@ -34,6 +34,10 @@ class Context:
     repositories: Mapping[str, str]
     yarn_ui: str | None
     checkouts: Callable[[str], Sequence[Path]] | None
+    wake: Callable[[str], None]  # a codops: its loops take a new trigger now, not after their pause
+    webhook_secret: str | None
+    webhook_secret_env: str
+    pushed: Callable[[set[str], str], list[str]] | None  # repository URLs, branch -> what it changed
 
 
 async def context(request: Request) -> Context:

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import cast
@@ -44,15 +45,18 @@ _AUTH_FAILED = ("Authentication failed", "could not read Username", "could not r
 
 
 def install_askpass(directory: Path) -> Path:
-    """Write the askpass helper into ``directory`` (once; atomically) and return its path."""
+    """Write the askpass helper into ``directory`` (once; atomically) and return its path. Safe from many
+    threads at once: each writes its own temporary file (a per-process name was shared by every thread of
+    the service, so two organisations' first syncs at the same moment lost one another's file)."""
     path = directory / ASKPASS_NAME
     if path.is_file() and os.access(path, os.X_OK) and path.read_text(encoding="utf-8") == ASKPASS:
         return path
     directory.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{ASKPASS_NAME}.{os.getpid()}")
-    partial.write_text(ASKPASS, encoding="utf-8")
-    partial.chmod(0o700)
-    partial.replace(path)
+    fd, partial = tempfile.mkstemp(dir=directory, prefix=f".{ASKPASS_NAME}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(ASKPASS)
+    os.chmod(partial, 0o700)
+    os.replace(partial, path)
     return path
 
 

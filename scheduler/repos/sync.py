@@ -4,8 +4,11 @@ One checkout per configured repository, at ``<workspace>/checkouts/<codops>/<nam
 under that repository's own lock (a thread lock and an ``flock`` on ``<checkout>.lock``, so two
 processes sharing a workspace take turns), does:
 
-1. ``git fetch`` of the configured branch into ``refs/remotes/origin/<branch>`` (forced: a force-push
-   or rewritten history simply replaces the ref);
+1. ``git ls-remote`` for the branch head (one answer shared for ``git.freshness`` seconds:
+   ``scheduler.repos.heads``), and only when it is not the commit already fetched, ``git fetch`` of the
+   branch into ``refs/remotes/origin/<branch>`` (forced: a force-push or rewritten history simply
+   replaces the ref). When nothing changed, a sync within the freshness window runs no git process at
+   all (the checkout's refs and loaded definitions are kept in memory: only this process moves them);
 2. ``git checkout --force --detach <head>`` and ``git clean -ffdx``: the working tree equals the commit,
    with no merge state and no stray files, whatever happened before;
 3. load the task definitions with this organisation as the only allowed codops.
@@ -40,7 +43,9 @@ import git
 from scheduler.config import Config, Repository
 from scheduler.errors import ConfigError, SyncError
 from scheduler.limits import LoopLimits
+from scheduler.notifysettings import OrganisationNotifications
 from scheduler.repos import git as gitrun
+from scheduler.repos.heads import RemoteHeads
 from scheduler.spec.definitions import Definitions, InvalidTask, Problem, Task, load_definitions
 
 logger = logging.getLogger(__name__)
@@ -88,17 +93,22 @@ class RepositorySync:
         timeout: float,
         limits: LoopLimits | None = None,
         environ: Mapping[str, str] | None = None,
+        heads: RemoteHeads | None = None,
+        notifications: OrganisationNotifications | None = None,
     ) -> None:
         self.codops, self.repository, self.timeout = codops, repository, timeout
+        self.notifications = notifications
         self.workspace = workspace
         self.limits = limits or LoopLimits()
         self.environ = environ
+        self.heads = heads or RemoteHeads()
         self.path = workspace / "checkouts" / codops / checkout_name(repository)
         self.askpass_dir = workspace / "bin"
         self._lock = threading.Lock()
         # The last commit loaded with its definitions; a head found broken and why (not checked out again).
         self._loaded: tuple[str, Definitions] | None = None
         self._known_broken: tuple[str, str, Definitions] | None = None
+        self._known_refs: dict[str, str] | None = None  # the checkout's refs as this process last saw them
 
     def sync(self) -> SyncResult:
         started = time.monotonic()
@@ -153,18 +163,36 @@ class RepositorySync:
         return git.Repo.init(self.path)
 
     def _fetch(self, repo: git.Repo) -> tuple[str, str | None]:
-        """Fetch the branch head (the clone, on first use); return it and the last good commit."""
+        """The branch head, fetched (the clone, on first use) unless already here; and the last good
+        commit."""
         credentials = self.repository.credentials(self.environ)
         env = gitrun.child_environment(gitrun.install_askpass(self.askpass_dir), credentials)
-        branch = self.repository.branch
-        refspec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
-        args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", self.repository.url, refspec]
-        self._git(repo, args, env, credentials[1] if credentials else None)
+        secret = credentials[1] if credentials else None
+        url, branch = self.repository.url, self.repository.branch
+        remote = f"refs/remotes/origin/{branch}"
+        head = self.heads.head(url, branch, lambda: self._ls_remote(repo, env, secret))
+        refs = self._known_refs if self._known_refs is not None else self._refs(repo)
+        if refs.get(remote) == head:
+            return head, refs.get(LAST_GOOD)
+        refspec = f"+refs/heads/{branch}:{remote}"
+        args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", url, refspec]
+        with self.heads.slots:
+            self._git(repo, args, env, secret)
         refs = self._refs(repo)
-        head = refs.get(f"refs/remotes/origin/{branch}")
-        if head is None:
+        fetched = refs.get(remote)
+        if fetched is None:
             raise SyncError(f"fetched branch {branch!r} but found no commit for it")
-        return head, refs.get(LAST_GOOD)
+        self.heads.learned(url, branch, fetched)
+        return fetched, refs.get(LAST_GOOD)
+
+    def _ls_remote(self, repo: git.Repo, env: Mapping[str, str], secret: str | None) -> str:
+        ref = f"refs/heads/{self.repository.branch}"
+        listing = self._git(repo, ["ls-remote", "--", self.repository.url, ref], env, secret)
+        for line in listing.splitlines():
+            commit, _, name = line.partition("\t")
+            if name == ref:
+                return commit
+        raise SyncError(f"branch {self.repository.branch!r}: the branch does not exist on the remote")
 
     def _checkout(self, repo: git.Repo, commit: str) -> Definitions:
         """Make the working tree exactly ``commit`` and return its definitions (cached per commit)."""
@@ -176,7 +204,12 @@ class RepositorySync:
         self._git(repo, ["checkout", "--quiet", "--force", "--detach", commit])
         self._git(repo, ["clean", "-ffdxq"])
         if self._loaded is None:
-            definitions = load_definitions(self.path, allowed_codops=[self.codops], limits=self.limits)
+            definitions = load_definitions(
+                self.path,
+                allowed_codops=[self.codops],
+                limits=self.limits,
+                notifications={self.codops: self.notifications} if self.notifications else None,
+            )
             self._loaded = (commit, definitions)
         return self._loaded[1]
 
@@ -209,13 +242,16 @@ class RepositorySync:
     def _remember_good(self, repo: git.Repo, commit: str) -> None:
         try:
             self._git(repo, ["update-ref", LAST_GOOD, commit])
+            if self._known_refs is not None:
+                self._known_refs[LAST_GOOD] = commit
         except SyncError as exc:  # served all the same; the next sync tries again
             logger.warning("%s: cannot record %s as last good: %s", self.codops, commit[:12], exc)
 
     def _refs(self, repo: git.Repo) -> dict[str, str]:
         branch = f"refs/remotes/origin/{self.repository.branch}"
         listing = self._git(repo, ["for-each-ref", "--format=%(refname) %(objectname)", branch, LAST_GOOD])
-        return dict(line.split(" ", 1) for line in listing.splitlines())
+        self._known_refs = dict(line.split(" ", 1) for line in listing.splitlines())
+        return dict(self._known_refs)
 
     def _git(
         self, repo: git.Repo, args: list[str], env: Mapping[str, str] | None = None, secret: str | None = None
@@ -285,12 +321,23 @@ def _problems(result: SyncResult) -> list[Problem]:
 
 
 def repository_syncs(
-    config: Config, environ: Mapping[str, str] | None = None
+    config: Config, environ: Mapping[str, str] | None = None, heads: RemoteHeads | None = None
 ) -> dict[str, tuple[RepositorySync, ...]]:
-    """One ``RepositorySync`` per configured repository, by codops."""
+    """One ``RepositorySync`` per configured repository, by codops, all sharing ``heads`` (by default
+    new ones with the configured freshness and parallelism)."""
+    heads = heads or RemoteHeads(config.git.freshness, config.git.parallel)
     return {
         codops: tuple(
-            RepositorySync(codops, repo, config.workspace, config.git.timeout, config.loops.limits, environ)
+            RepositorySync(
+                codops,
+                repo,
+                config.workspace,
+                config.git.timeout,
+                config.loops.limits,
+                environ,
+                heads,
+                organisation.notifications,
+            )
             for repo in organisation.repositories
         )
         for codops, organisation in config.organisations.items()

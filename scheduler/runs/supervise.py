@@ -31,6 +31,7 @@ from executors.progress import Progress
 from scheduler.errors import AlreadyRunning, EnvironmentBuildError, PeachError
 from scheduler.limits import LoopLimits
 from scheduler.metrics import Metrics
+from scheduler.notify.notifier import Notifier
 from scheduler.runs import manifests
 from scheduler.runs.artifacts import ArtifactPolicy, settle
 from scheduler.spec.definitions import Task
@@ -82,6 +83,7 @@ class Runtime:
     artifacts: ArtifactPolicy = field(default_factory=ArtifactPolicy)
     poll: float = 0.5  # how often a supervisor looks at kill requests while its run goes on
     progress_interval: float = 1.0  # at most one progress write per run in this many seconds
+    notifier: Notifier | None = None  # told of every closed run (state changes are notified)
 
     def timeout_for(self, task: Task) -> float:
         """The run's effective limit in seconds: the one place a run's time limit is chosen."""
@@ -132,7 +134,7 @@ def execute(
         log.exception("run %s of %s: supervision failed", run.id, task.key)
         outcome = Outcome(RunStatus.FAILED, f"internal error in the scheduler: {exc!r}", error=repr(exc))
     summary = f"{outcome.summary} (not the branch head: {stale})" if stale else outcome.summary
-    return _close(runtime, run, outcome, summary)
+    return _close(runtime, run, outcome, summary, task)
 
 
 def resume(runtime: Runtime, run: Run, execution: Execution) -> Run:
@@ -149,8 +151,9 @@ def resume(runtime: Runtime, run: Run, execution: Execution) -> Run:
     return _close(runtime, run, outcome, outcome.summary)
 
 
-def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str) -> Run:
-    """The one finishing path of a run: its artifacts kept and log compressed, its record closed."""
+def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str, task: Task | None = None) -> Run:
+    """The one finishing path of a run: its artifacts kept and log compressed, its record closed, the
+    notifier told (``task``: its definition, when at hand)."""
     key = f"{run.codops}/{run.task}"
     ended = datetime.fromtimestamp(outcome.finished_at, UTC) if outcome.finished_at is not None else None
     try:  # keep the run's artifacts, compress its log (again, once the database answers)
@@ -174,6 +177,8 @@ def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str) -> Run:
     )
     runtime.metrics.run_finished(finished)
     log.info("%s", console_line(finished))
+    if runtime.notifier is not None:
+        runtime.notifier.run_finished(finished, task.definition.notify if task else None)
     return finished
 
 

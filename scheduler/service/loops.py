@@ -115,11 +115,18 @@ class Loop(threading.Thread):
         self._loaded: set[str] = set()
         self.reruns: list[Trigger] = []  # rerun requests taken, run at the end of the pass
         self._taken: dict[tuple[str, str], Trigger] = {}  # manual triggers of this pass not yet run
+        self._wakeup = threading.Event()
 
     def run(self) -> None:
         while not self.runtime.stopping.is_set():
             self.run_pass()
-            self.runtime.stopping.wait(self.pause)
+            self._wakeup.wait(self.pause)
+            self._wakeup.clear()
+
+    def wake(self) -> None:
+        """End the pause now (a trigger, a push, the service stopping): the next pass starts at once, or
+        right after the running one."""
+        self._wakeup.set()
 
     def run_pass(self) -> list[Run]:
         started = time.monotonic()

@@ -30,11 +30,14 @@ from executors import registry
 from executors.environments import EnvironmentStore
 from executors.yarn.client import ResourceManager
 from executors.yarn.site import ClusterSite, endpoints, read_site
-from scheduler.config import Config
+from scheduler.config import Config, redact_url
 from scheduler.errors import PortInUse
 from scheduler.http import dashboard
 from scheduler.http.api import create_app
 from scheduler.metrics import Metrics
+from scheduler.names import METADATA_LOOP
+from scheduler.notify.notifier import Notifier
+from scheduler.repos.heads import RemoteHeads, repository_key
 from scheduler.repos.sync import repository_syncs
 from scheduler.runs import reruns
 from scheduler.runs.artifacts import ArtifactPolicy
@@ -92,14 +95,24 @@ class Service:
         )
         executors = registry.build(config, services)
         policy = ArtifactPolicy(int(config.artifacts.max_bytes), config.artifacts.keep_runs)
-        self.runtime = Runtime(self.store, self.metrics, executors, config.loops.limits, artifacts=policy)
+        self.notifier = Notifier(
+            config.notifications,
+            {codops: org.notifications for codops, org in config.organisations.items()},
+            self.store,
+            self.metrics,
+            environ,
+        )
+        self.runtime = Runtime(
+            self.store, self.metrics, executors, config.loops.limits, artifacts=policy, notifier=self.notifier
+        )
         self.housekeeping = Housekeeping(
             self.store, self.metrics, policy, config.artifacts.prune_interval, self.remove_rerun_leftovers
         )
         board = MetadataBoard()
+        self.heads = RemoteHeads(config.git.freshness, config.git.parallel)
         self.organisations = {
             codops: OrganisationSource(codops, syncs, self.runtime, board)
-            for codops, syncs in repository_syncs(config, environ).items()
+            for codops, syncs in repository_syncs(config, environ, self.heads).items()
         }
         pause = config.loops.pause
         self.loops: list[Loop] = [OrganisationLoop(org, pause) for org in self.organisations.values()]
@@ -117,6 +130,10 @@ class Service:
             repositories=dashboard.repository_links(config),
             yarn_ui=dashboard.yarn_ui(config),
             checkouts=self.checkouts,
+            wake=self.wake,
+            webhook_secret=environ.get(config.http.webhook_secret_env) or None,
+            webhook_secret_env=config.http.webhook_secret_env,
+            pushed=self.pushed,
         )
         self._server: uvicorn.Server | None = None
         self._http: threading.Thread | None = None
@@ -126,6 +143,28 @@ class Service:
         """The repository checkouts of ``codops`` (none for an organisation no longer configured)."""
         organisation = self.organisations.get(codops)
         return [sync.path for sync in organisation.syncs] if organisation else []
+
+    def wake(self, codops: str) -> None:
+        """The loops that may run ``codops``'s tasks start their next pass now."""
+        for loop in self.loops:
+            if loop.loop_name in (codops, METADATA_LOOP):
+                loop.wake()
+
+    def pushed(self, urls: set[str], branch: str) -> list[str]:
+        """A push to ``branch`` of the repository at ``urls`` (its clone, ssh and web URLs): each configured
+        one ends its shared head answer and wakes its organisation's loop; the changed ones, as
+        ``codops: url``."""
+        repositories = {repository_key(url) for url in urls}
+        changed = []
+        for codops, organisation in self.organisations.items():
+            for sync in organisation.syncs:
+                repository = sync.repository
+                if repository.branch == branch and repository_key(repository.url) in repositories:
+                    self.heads.changed(repository.url, branch)
+                    changed.append(f"{codops}: {redact_url(repository.url)}")
+                    self.wake(codops)
+        log.info("push webhook for %s (%s): %s", sorted(repositories), branch, changed or "no repository")
+        return changed
 
     def _environment_event(self, event: str) -> None:
         if event == "hit":
@@ -148,6 +187,7 @@ class Service:
 
     def start(self) -> None:
         self.start_http()  # first: a port in use stops the start before anything else is done
+        self.notifier.start()
         self.recover()
         self.housekeeping.start()
         for loop in self.loops:
@@ -156,6 +196,7 @@ class Service:
 
     def once(self) -> list[Run]:
         """Settle leftovers, then one pass of every loop (concurrently); the runs of that pass."""
+        self.notifier.start()
         self.recover()
         for organisation in self.organisations.values():
             organisation.sync()  # so that the metadata loop knows every organisation's metadata tasks
@@ -168,12 +209,18 @@ class Service:
         if not self.runtime.stopping.is_set():
             log.info("stopping: no new runs; waiting for the running ones")
         self.runtime.stopping.set()
+        self._wake_loops()
 
     def request_force_stop(self) -> None:
         if not self.runtime.killing.is_set():
             log.info("stopping now: killing the running runs")
         self.runtime.stopping.set()
         self.runtime.killing.set()
+        self._wake_loops()
+
+    def _wake_loops(self) -> None:
+        for loop in self.loops:
+            loop.wake()
 
     def wait_stopped(self, drain: float, signals: "StopSignals | None" = None) -> None:
         """After ``request_stop``: wait up to ``drain`` seconds for the loops, or until one more of
@@ -192,6 +239,7 @@ class Service:
             thread.join()
 
     def close(self) -> None:
+        self.notifier.stop()
         self.housekeeping.stop()
         if self._server is not None and self._http is not None:
             self._server.should_exit = True

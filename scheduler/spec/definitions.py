@@ -6,20 +6,23 @@ line, and the valid tasks are still returned.
 
 import difflib
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from scheduler.errors import ExtractionError
 from scheduler.limits import LoopLimits
 from scheduler.names import METADATA_LOOP, codops_problem, task_name_problem
+from scheduler.notifysettings import OrganisationNotifications
 from scheduler.spec import requirements
 from scheduler.spec.files import NotRegularFile, TooLarge, read_regular, shown
 from scheduler.spec.notebooks import Extracted, MissingMethod, Source
+from scheduler.spec.notifyspec import NOTIFY_KEYS
 from scheduler.spec.taskspec import FILE_KEYS, TASK_KEYS, ExecutorKind, TaskDefinition
 from scheduler.yamlfile import MAX_FILE_BYTES, Document, YamlError, load_bytes
 
@@ -148,6 +151,8 @@ class _Loader:
     sources: dict[str, Source | ExtractionError] = field(default_factory=dict)
     blocks: dict[str, "TaskBlocks"] = field(default_factory=dict)  # definition file -> its task blocks
     invalid: dict[tuple[str, str], InvalidTask] = field(default_factory=dict)
+    # codops -> what its operator allows notifications to do (None: not known here, not checked)
+    notifications: Mapping[str, OrganisationNotifications] | None = None
 
     def problem(self, file: str, line: int | None, message: str, **extra: Any) -> None:
         """Record a problem; the file name is shown escaped and the message storable (no NUL)."""
@@ -307,6 +312,7 @@ class _Loader:
         if first is not None:
             raise reject(f"task {codops}/{name} is already defined in {first.file}:{first.line}")
         self.check_loop_and_timeout(spec, codops, reject)
+        self.check_webhook(spec, codops, relative, doc.line_of((*base, "notify", "webhook")), name)
         own = self.pins(relative, doc, (*base, "dependencies"), list(spec.dependencies), task=name)
         for i, pin in enumerate(own):
             why = requirements.conflict(pin, self.codops_pins.get(codops, []) + own[:i])
@@ -333,6 +339,22 @@ class _Loader:
             raise reject(
                 f"timeout {spec.timeout:g}s is above the {loop} loop's limit of {limit:g}s", ("timeout",)
             )
+
+    def check_webhook(self, spec: TaskDefinition, codops: str, relative: str, line: int, name: str) -> None:
+        """A webhook host the organisation does not allow is a warning: the task runs, its webhook is not
+        called (``scheduler.notify`` refuses it when due)."""
+        url = spec.notify.webhook if spec.notify else None
+        if url is None or self.notifications is None:
+            return
+        allowed = self.notifications.get(codops, OrganisationNotifications())
+        host = urlsplit(url).hostname or ""
+        if not allowed.allows(host):
+            hosts = ", ".join(allowed.webhook_hosts) or "none"
+            message = (
+                f"notify.webhook: host {host!r} is not allowed for {codops} (webhook_hosts: {hosts}); "
+                "it will not be called"
+            )
+            self.problem(relative, line, message, task=name, severity=Severity.WARNING)
 
     def extract(
         self, relative: str, doc: Document, base: tuple[Any, ...], name: str, spec: TaskDefinition
@@ -396,10 +418,12 @@ def load_definitions(
     root: Path,
     allowed_codops: Collection[str] | None = None,
     limits: LoopLimits | None = None,
+    notifications: Mapping[str, OrganisationNotifications] | None = None,
 ) -> Definitions:
-    """Read ``peach.yaml`` and ``peach.conf/*.yaml`` under ``root``; never raises on bad content."""
+    """Read ``peach.yaml`` and ``peach.conf/*.yaml`` under ``root``; never raises on bad content.
+    ``notifications``: per codops, the operator's notification settings (webhook hosts are checked)."""
     root = Path(root)
-    loader = _Loader(root.resolve(), allowed_codops, limits or LoopLimits())
+    loader = _Loader(root.resolve(), allowed_codops, limits or LoopLimits(), notifications=notifications)
     files = list(_definition_files(loader.root, loader))
     if not files and not loader.problems:
         loader.problem(ROOT_FILE, None, f"no task definitions: expected {ROOT_FILE} or {CONF_DIR}/*.yaml")
@@ -494,6 +518,8 @@ def _unknown_key(key: str, known: tuple[str, ...], where: str) -> str:
 
 def _pydantic_message(error: Any) -> str:
     loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 2 and error["loc"][0] == "notify":
+        return _unknown_key(str(error["loc"][-1]), NOTIFY_KEYS, "notify")
     if error["type"] == "extra_forbidden":
         return _unknown_key(str(error["loc"][-1]), TASK_KEYS, "task")
     if error["type"] == "missing":

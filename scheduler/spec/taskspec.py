@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, field_validator
 
 from scheduler.durations import Seconds
+from scheduler.spec.notifyspec import NotifySpec
 
 SPARK_KEY_PATTERN = re.compile(r"spark\.[A-Za-z0-9_.-]+")
 
@@ -34,6 +35,7 @@ class TaskDefinition(BaseModel):
     enabled: StrictBool = True
     every: Seconds | None = None
     spark: dict[StrictStr, StrictStr | StrictBool | int | float] = {}
+    notify: NotifySpec | None = None  # who is told of a first failure and of the recovery
 
     @field_validator("method")
     @classmethod

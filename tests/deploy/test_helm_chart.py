@@ -106,6 +106,8 @@ def test_values_schema_rejects_typos_and_chart_owned_keys() -> None:
     assert "timeout" in render_error({"config": {"loops": {"timeout": "one hour"}}})
     assert "organisations" in render_error({"config": {"organisations": {"metadata": {}}}})  # reserved
     assert "organisations" in render_error({"config": {"organisations": {"Chrts": {}}}})
+    assert "smtp" in render_error({"config": {"notifications": {"smtp": {"hots": "mail"}}}})
+    assert "notifications" in render_error({"config": {"organisations": {"a": {"notifications": {"x": 1}}}}})
 
 
 # -- labels -------------------------------------------------------------------------------------------
@@ -422,6 +424,9 @@ def test_rendered_config_loads_in_the_scheduler(values: Path | None, tmp_path: P
     drain = 900 if values and values.name.startswith("all-features") else 300
     assert loaded.loops.drain == drain
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
+    if values and values.name.startswith("all-features"):  # notifications, secrets by reference
+        assert loaded.notifications.smtp and loaded.notifications.smtp.password(environ) == "sample-secret"
+        assert loaded.organisations["chrts"].notifications.secret(environ) == b"sample-secret"
     if "PEACH_STATE_URL" in environ:
         assert loaded.database_url == database
     else:

@@ -55,6 +55,9 @@ def test_yarn_cluster_run_takes_its_progress_from_the_resourcemanager(
     app_id = execution.application_id
     assert app_id is not None and execution.progress is None  # ACCEPTED: not running yet
     rm.set_state(app_id, "RUNNING")
+    requests = len(rm.requests)
+    drive_until(execution, lambda: len(rm.requests) > requests + 3)  # 0.0 first, then Spark's 10.0
+    assert execution.progress is None  # neither says anything about the task
     rm.set_progress(app_id, 42.0)
     drive_until(execution, lambda: execution.progress is not None)
     assert execution.progress is not None

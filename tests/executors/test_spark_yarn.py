@@ -3,6 +3,7 @@
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -14,13 +15,14 @@ from executors.base import Outcome, RunningRun, RunRequest
 from executors.environments import EnvironmentStore
 from executors.logs import LogLimits
 from executors.spark import SparkExecutor, run_tags, spark_settings
-from executors.yarn.client import ResourceManager
+from executors.yarn.client import ResourceManager, unwrap
 from executors.yarn.execution import YarnExecution
 from executors.yarn.recovery import decide
 from scheduler.config import OrganisationSettings, Resources, SparkSettings
 from scheduler.errors import ExecutionError, ResourceManagerError
 from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
+from tests.helpers.backends import wait_for
 from tests.helpers.executor_fixtures import marked_processes
 from tests.helpers.fake_rm import FakeResourceManager
 from tests.helpers.fake_spark_submit import write_stand_in
@@ -288,6 +290,69 @@ def test_driver_logs_come_from_the_log_server_or_fall_back_to_the_nodemanager(
     assert yarn.apps_by_tag("peach-run-nobody") == []  # {"apps": null}
 
 
+def test_driver_logs_after_aggregation_as_hadoop_serves_them(rm: FakeResourceManager) -> None:
+    yarn = client(rm.url)
+    app_id = rm.submit("peach-chrts-job", "chrts", ["peach"])
+    container = rm.container(app_id)
+    rm.set_state(app_id, "FINISHED", "SUCCEEDED")
+    rm.apps[app_id]["logAggregationStatus"] = "SUCCEEDED"
+    rm.node_logs[container] = {"stdout": "gone from the node\n"}
+    # no log server anywhere: the NodeManager has forgotten the container (404 Unknown container)
+    source, files = yarn.driver_logs(app_id, None, 1024, wait=0)
+    assert files == {} and source.startswith("none (log aggregation SUCCEEDED")
+    # the log server has stdout only: its 200 "Can not find logs" for stderr is no file
+    rm.server_logs[container] = {"stdout": "aggregated\n"}
+    source, files = yarn.driver_logs(app_id, f"{rm.url}/logserver", 1024, wait=0)
+    assert files == {"stdout": b"aggregated\n"}  # unwrapped: Hadoop's Container:/LogContents: lines gone
+    # the NodeManager redirects to the log server its yarn-site names
+    rm.nm_log_server = f"{rm.url}/logserver"
+    source, files = yarn.driver_logs(app_id, None, 1024, wait=0)
+    assert source.startswith("NodeManager") and files == {"stdout": b"aggregated\n"}
+    # a log server that does not know the container (500) serves nothing
+    del rm.server_logs[container]
+    assert yarn.driver_logs(app_id, f"{rm.url}/logserver", 1024, wait=0)[1] == {}
+
+
+def test_driver_logs_while_aggregation_goes_come_from_the_node_or_after_it(rm: FakeResourceManager) -> None:
+    app_id = rm.submit("peach-chrts-job", "chrts", ["peach"])
+    container = rm.container(app_id)
+    rm.set_state(app_id, "FINISHED", "SUCCEEDED")
+    rm.apps[app_id]["logAggregationStatus"] = "RUNNING"
+    rm.node_logs[container] = {"stdout": "still on the node\n"}
+    sleeps: list[float] = []
+    yarn = ResourceManager([rm.url], timeout=2.0, retries=2, sleep=sleeps.append)
+    source, files = yarn.driver_logs(app_id, f"{rm.url}/logserver", 1024)
+    assert files == {"stdout": b"still on the node\n"} and "log aggregation RUNNING" in source
+    assert sleeps == []  # not waited for
+
+    del rm.node_logs[container]  # uploaded already: the node has nothing, so wait for the log server
+    rm.server_logs[container] = {"stdout": "aggregated\n"}
+
+    def aggregation_ends(seconds: float) -> None:
+        sleeps.append(seconds)
+        rm.apps[app_id]["logAggregationStatus"] = "SUCCEEDED"
+
+    yarn = ResourceManager([rm.url], timeout=2.0, retries=2, sleep=aggregation_ends)
+    source, files = yarn.driver_logs(app_id, f"{rm.url}/logserver", 1024)
+    assert source == f"aggregated logs from {rm.url}/logserver" and files == {"stdout": b"aggregated\n"}
+    assert sleeps == [0.25]
+
+
+def test_unwrap_keeps_a_file_as_written() -> None:
+    wrapped = (
+        b"Container: c on h_1\nLogType:stdout\nLogLength:3\nLogContents:\nabc\nEnd of LogType:stdout\n***"
+    )
+    assert unwrap(wrapped) == b"abc"
+    assert unwrap(b"plain output\n") == b"plain output\n"
+    assert unwrap(wrapped[:62]) == b"ab"  # capped inside its contents
+    assert unwrap(wrapped[:30]) == wrapped[:30]  # capped before them: left as it is
+    stars = b"*" * 71
+    assert unwrap(b"\nEnd of LogType:stdout\n" + stars + b"\n\n") == b""  # a NodeManager's empty file
+    assert unwrap(b"x\n\nEnd of LogType:stderr\n" + stars + b"\n") == b"x\n"
+    said = b"End of LogType:stdout\nmore\n"  # the task's own words, not Hadoop's last lines
+    assert unwrap(said) == said
+
+
 def running(run_id: str, tmp_path: Path, deadline: float | None, log: bytes | None = None) -> RunningRun:
     path = tmp_path / f"{run_id}.log"
     if log is not None:
@@ -429,3 +494,37 @@ def test_recover_without_an_answering_resourcemanager_closes_runs_as_local_ones(
     recovery = spark.recover([running("r-1", tmp_path, None)])
     assert recovery.reattached == {}
     assert recovery.closed["r-1"].status is RunStatus.LOST
+
+
+def test_one_resourcemanager_call_per_interval_follows_every_run(
+    store: EnvironmentStore, tmp_path: Path, rm: FakeResourceManager
+) -> None:
+    spark = make_executor(store, tmp_path, rm)
+    executions = [started(spark, request(tmp_path)) for _ in range(5)]
+    for execution in executions:
+        drive_until(execution, lambda e=execution: e.submitted)
+        assert execution.application_id is not None
+        rm.set_state(execution.application_id, "RUNNING")
+    before = len(rm.requests)
+    done = threading.Event()
+
+    def follow(execution: YarnExecution) -> None:
+        while not done.is_set() and execution.wait(until=time.monotonic() + 0.05) is None:
+            pass
+
+    threads = [threading.Thread(target=follow, args=(e,)) for e in executions]
+    for thread in threads:
+        thread.start()
+    shared = lambda: [p for _, p in rm.requests[before:] if p == "/ws/v1/cluster/apps"]  # noqa: E731
+    wait_for(lambda: len(shared()) >= 10, 30, "ten shared answers")
+    own = [p for _, p in rm.requests[before:] if p.startswith("/ws/v1/cluster/apps/")]
+    assert own == []  # while they run, no run asks for its own report
+    for execution in executions:
+        assert execution.application_id is not None
+        rm.set_state(execution.application_id, "FINISHED", "SUCCEEDED")
+    for thread in threads:
+        thread.join(30)
+    done.set()
+    assert [finish(e).status for e in executions] == [RunStatus.SUCCEEDED] * 5
+    finals = {p for _, p in rm.requests[before:] if p.startswith("/ws/v1/cluster/apps/")}
+    assert {f"/ws/v1/cluster/apps/{e.application_id}" for e in executions} <= finals  # each its final report

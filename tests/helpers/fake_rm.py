@@ -21,7 +21,18 @@ hadoop-yarn-site/NodeManagerRest.html, Hadoop 3.3):
   ``Accept: application/json`` header).
 - A standby RM (HA) answers ``/cluster`` and the web services with a 307 redirect to the active RM when it
   knows it, else 503 "This is standby RM" (``RMWebAppFilter``).
-- NodeManager: ``GET /ws/v1/node/containers/{container}/logs/{file}``: the file as text/plain.
+- NodeManager: ``GET /ws/v1/node/containers/{container}/logs/{file}``: the file as text/plain while the
+  NodeManager has the container: always with log aggregation disabled, else until aggregation is done.
+  After that it has forgotten it: 404 "Unknown container ..." (observed on 3.1.1 without a log server),
+  or, when ``nm_log_server`` is set (``yarn.log.server.web-service.url``), a 307 to that server's
+  ``.../containers/{container}/logs/{file}?redirected_from_node=true`` (observed).
+- Log server (``/logserver``, as the 3.1.1 timeline server's ``/ws/v1/applicationhistory``):
+  ``GET /logserver/containers/{container}/logs/{file}``: the aggregated file wrapped as Hadoop writes it
+  (``Container: ... LogContents:`` before, ``End of LogType:{file}`` after); a file the container does not
+  have: 200 with the body "Can not find logs for container:{container}"; an unknown container: 500
+  (both observed).
+- Progress: an application set RUNNING reports ``progress`` 0.0 on the first report, then Spark's AM's
+  constant 10.0, until ``set_progress`` says otherwise (observed on 3.1.1 with Spark 3.5 and 4.0).
 
 Not Hadoop: ``submit`` (a Python method the stand-in spark-submit reaches through ``POST /fake/submit``)
 registers an application as YARN would when a client submits one.
@@ -47,6 +58,7 @@ class FakeResourceManager:
         self.timeouts: dict[str, str] = {}
         self.node_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (NodeManager)
         self.server_logs: dict[str, dict[str, str]] = {}  # container -> file -> text (log server)
+        self.nm_log_server: str | None = None  # where the NodeManager redirects for aggregated logs
         self.queues: list[dict[str, Any]] = []
         self.configuration = {"yarn.scheduler.minimum-allocation-mb": "1024"}  # Hadoop's default
         self.requests: list[tuple[str, str]] = []
@@ -86,6 +98,8 @@ class FakeResourceManager:
                 "finishedTime": 0,  # Hadoop reports 0 until the application ends (observed on 3.1.1)
                 "_container": container,
                 "_killing": False,
+                "_reports": 0,  # reports served while RUNNING: the first says 0.0, then the AM's 10.0
+                "_progress_set": False,
             }
             return app_id
 
@@ -99,7 +113,7 @@ class FakeResourceManager:
     def set_progress(self, app_id: str, percent: float) -> None:
         """What the application master last reported to the RM (``progress``, 0-100)."""
         with self._lock:
-            self.apps[app_id]["progress"] = percent
+            self.apps[app_id].update(progress=percent, _progress_set=True)
 
     def container(self, app_id: str) -> str:
         return str(self.apps[app_id]["_container"])
@@ -127,6 +141,12 @@ class FakeResourceManager:
                 return json.loads(self.rfile.read(length) or b"{}")
 
             def _send(self, code: int, data: Any, content: str = "application/json") -> None:
+                if code == 307:  # data is where to
+                    self.send_response(307)
+                    self.send_header("Location", data)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = data.encode() if isinstance(data, str) else json.dumps(data).encode()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out
                     self.send_response(code)
@@ -198,12 +218,39 @@ class FakeResourceManager:
                     return 404, {"RemoteException": exception}, json_type
                 return self._app(method, app, rest[2:], handler)
         if segments[:3] == ["ws", "v1", "node"] and len(segments) == 7:
-            text = self.node_logs.get(segments[4], {}).get(segments[6])
-            return (200, text, "text/plain") if text is not None else (404, "not found", "text/plain")
+            return self._node_log(segments[4], segments[6])
         if segments[:1] == ["logserver"] and len(segments) == 5:
-            text = self.server_logs.get(segments[2], {}).get(segments[4])
-            return (200, text, "text/plain") if text is not None else (404, "not found", "text/plain")
+            return self._server_log(segments[2], segments[4])
         return 404, {"RemoteException": {"exception": "NotFoundException", "message": path}}, json_type
+
+    def _node_log(self, container: str, name: str) -> tuple[int, Any, str]:
+        app = next((a for a in self.apps.values() if a["_container"] == container), None)
+        aggregated = app is not None and app["logAggregationStatus"] in ("SUCCEEDED", "FAILED", "TIME_OUT")
+        if aggregated and self.nm_log_server:
+            where = f"{self.nm_log_server}/containers/{container}/logs/{name}?redirected_from_node=true"
+            return 307, where, "text/plain"
+        text = None if aggregated else self.node_logs.get(container, {}).get(name)
+        if text is None:
+            message = (
+                "Unknown container. Container either has not started or has already completed or "
+                "doesn't belong to this node at all."
+            )
+            exception = {"exception": "NotFoundException", "message": message}
+            return 404, {"RemoteException": exception}, "application/json"
+        return 200, text, "text/plain"
+
+    def _server_log(self, container: str, name: str) -> tuple[int, Any, str]:
+        files = self.server_logs.get(container)
+        if files is None:
+            return 500, "<html><h2>HTTP ERROR 500</h2><pre>    Server Error</pre></html>", "text/html"
+        if name not in files:
+            return 200, f"Can not find logs for container:{container}", "text/plain"
+        header = (
+            f"Container: {container} on localhost_45454\nLogAggregationType: AGGREGATED\n{'=' * 68}\n"
+            f"LogType:{name}\nLogLastModifiedTime:Wed Dec 02 12:42:04 +0000 2026\n"
+            f"LogLength:{len(files[name].encode())}\nLogContents:\n"
+        )
+        return 200, f"{header}{files[name]}\nEnd of LogType:{name}\n***", "text/plain"
 
     def _list(self, query: dict[str, list[str]]) -> dict[str, Any] | None:
         tags = {t for value in query.get("applicationTags", []) for t in value.lower().split(",") if t}
@@ -214,7 +261,7 @@ class FakeResourceManager:
                 continue
             if states and app["state"] not in states:
                 continue
-            found.append(_public(app))
+            found.append(_reported(app))
         return {"app": found} if found else None
 
     def _app(self, method: str, app: dict[str, Any], rest: list[str], handler: Any) -> tuple[int, Any, str]:
@@ -225,7 +272,7 @@ class FakeResourceManager:
             app["finishedTime"] = int(time.time() * 1000)
             final = True
         if rest == []:
-            return 200, {"app": _public(app)}, json_type
+            return 200, {"app": _reported(app)}, json_type
         if rest == ["state"] and method == "GET":
             return 200, {"state": app["state"]}, json_type
         if rest == ["state"] and method == "PUT":
@@ -249,6 +296,14 @@ class FakeResourceManager:
             }
             return 200, {"appAttempts": {"appAttempt": [attempt]}}, json_type
         return 404, {"RemoteException": {"exception": "NotFoundException"}}, json_type
+
+
+def _reported(app: dict[str, Any]) -> dict[str, Any]:
+    """The application as a report shows it; a RUNNING one's progress is 0.0, then Spark's AM's 10.0."""
+    if app["state"] == "RUNNING" and not app["_progress_set"]:
+        app["progress"] = 0.0 if app["_reports"] == 0 else 10.0
+        app["_reports"] += 1
+    return _public(app)
 
 
 def _public(app: dict[str, Any]) -> dict[str, Any]:

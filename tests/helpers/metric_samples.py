@@ -61,6 +61,8 @@ class LiveSamples:
         self.metrics.state_error("api")
         self.metrics.resourcemanager_event("error")
         self.metrics.resourcemanager_event("failover")
+        self.metrics.resourcemanager_event("request")
+        self.metrics.webhook("github", "changed")
         self.metrics.env_build("failed")
         self.metrics.env_cache_hit()
         text: str = self.metrics.render().decode()

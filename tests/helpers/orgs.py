@@ -92,6 +92,7 @@ def write_config(tmp: Path, repos: dict[str, Path], state_url: str | None = None
         "workspace": str(tmp / "workspace"),
         "http": {"host": "127.0.0.1", "port": 0, "api_token_env": "PEACH_TEST_TOKEN"},
         "loops": {"pause": "0.2s", **loops},
+        "git": {"freshness": "0s"},  # every run at the head as of its start: tests commit, then expect it
         "organisations": {codops: {"repositories": [{"url": str(repo)}]} for codops, repo in repos.items()},
     }
     if state_url:

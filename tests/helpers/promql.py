@@ -46,6 +46,8 @@ EXPORTED: Mapping[str, frozenset[str]] = {
     "peach_state_database_errors_total": frozenset({"source"}),
     "peach_resourcemanager_errors_total": frozenset(),
     "peach_resourcemanager_failovers_total": frozenset(),
+    "peach_resourcemanager_requests_total": frozenset(),
+    "peach_webhooks_total": frozenset({"source", "outcome"}),
 }
 
 # Label values our queries match literally, and the values the scheduler writes.

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import Repository, load_config
+from scheduler.repos import git as gitrun
+from scheduler.repos.heads import RemoteHeads
 from scheduler.repos.sync import LAST_GOOD, RepositorySync, SyncResult, repository_syncs, sync_organisation
 from tests.helpers.gitserver import Upstream, git, git_daemon, git_http, silent_server, tasks_yaml, wait_for
 
@@ -312,3 +314,82 @@ def test_configured_organisations_sync_into_the_workspace(
     refused = sync_organisation("sesr", syncs["sesr"])
     assert refused.tasks == ()
     assert "may not schedule tasks for codops 'chrts' (allowed: sesr)" in refused.problems[0]
+
+
+def test_first_syncs_of_many_organisations_at_once_install_the_askpass_helper_once(tmp_path: Path) -> None:
+    codops = [f"org{i:02d}" for i in range(12)]
+    heads = {c: Upstream(tmp_path / c, c).commit(tasks_yaml(c, "job")) for c in codops}
+    syncs = [make_sync(tmp_path, str(tmp_path / c / "srv" / f"{c}.git"), codops=c) for c in codops]
+    start = threading.Barrier(len(syncs))
+    results: dict[str, SyncResult] = {}
+
+    def first_sync(sync: RepositorySync) -> None:
+        start.wait()
+        results[sync.codops] = sync.sync()
+
+    threads = [threading.Thread(target=first_sync, args=(sync,)) for sync in syncs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert {c: (r.commit, r.error) for c, r in results.items()} == {c: (heads[c], None) for c in codops}
+    assert sorted(p.name for p in (tmp_path / "ws" / "bin").iterdir()) == ["git-askpass"]  # no leftovers
+
+
+def git_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The git commands every sync runs from now on (each one a git process)."""
+    started: list[str] = []
+    real = gitrun.run
+
+    def counted(repo: object, args: list[str], *rest: object, **kw: object) -> str:
+        started.append(args[0])
+        return real(repo, args, *rest, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gitrun, "run", counted)
+    return started
+
+
+def test_no_git_process_while_the_head_is_fresh_and_one_ls_remote_after(
+    upstream: Upstream, daemon: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    heads = RemoteHeads(freshness=5.0, clock=lambda: now[0])
+    first = upstream.commit(tasks_yaml("chrts", "alpha"))
+    url = f"{daemon}/tasks.git"
+    alpha = RepositorySync("chrts", Repository(url=url), tmp_path / "ws", 20.0, environ={}, heads=heads)
+    assert alpha.sync().commit == first
+    commands = git_commands(monkeypatch)
+    assert alpha.sync().commit == first
+    assert commands == []  # nothing changed, within the window: no git process at all
+
+    second = upstream.commit(tasks_yaml("chrts", "alpha", "beta"))
+    assert alpha.sync().commit == first  # the shared answer is still fresh: at most 5 s old
+    now[0] += 5.0
+    result = alpha.sync()
+    assert (result.commit, names(result)) == (second, ["alpha", "beta"])
+    assert commands[:2] == ["ls-remote", "fetch"]
+
+    commands.clear()
+    now[0] += 5.0
+    assert alpha.sync().commit == second
+    assert commands == ["ls-remote"]  # asked, unchanged: nothing fetched, nothing checked out
+
+
+def test_one_answer_serves_every_organisation_and_a_push_ends_it(
+    upstream: Upstream, daemon: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heads = RemoteHeads(freshness=3600.0)
+    first = upstream.commit(tasks_yaml("chrts", "alpha"))
+    url = f"{daemon}/tasks.git"
+    syncs = [
+        RepositorySync("chrts", Repository(url=url), tmp_path / f"ws{i}", 20.0, environ={}, heads=heads)
+        for i in range(3)
+    ]
+    commands = git_commands(monkeypatch)
+    assert [s.sync().commit for s in syncs] == [first] * 3
+    assert commands.count("ls-remote") == 1  # the first asked; the others used its answer
+
+    second = upstream.commit(tasks_yaml("chrts", "alpha", "beta"))
+    assert syncs[0].sync().commit == first
+    heads.changed(url, "master")  # what a push webhook does
+    assert [s.sync().commit for s in syncs] == [second] * 3

@@ -96,7 +96,9 @@ def test_resourcemanager_fault_keeps_the_yarn_run_tracked(tmp_path: Path, kind: 
         assert facts["active"] == facts["rm2"]
     else:
         assert facts["errors"] >= 2
-        assert "unknown, still following it: YARN: report of" in facts["log"]
+        assert (
+            "unknown, still following it: YARN: applications tagged peach: no ResourceManager" in facts["log"]
+        )
         assert re.search(r"the ResourceManager answers again after \d+\.\d s", facts["log"])
     # bounded: at most retries (2) x ResourceManagers (2) requests per poll, one poll per 0.2 s, plus
     # the client's /cluster checks
