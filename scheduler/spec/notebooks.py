@@ -109,6 +109,7 @@ class Source:
             self.cells = [_Cell(None, text)]
         for cell in self.cells:
             self._parse(cell)
+        self._scope_cache: dict[int, tuple[set[str], set[str]] | None] = {}  # id(cell) -> _scopes
 
     @classmethod
     def read(cls, root: Path, relative: str) -> "Source":
@@ -190,7 +191,7 @@ class Source:
         """The single-cell trap: names the entry cell reads but does not bind, as (errors: another cell
         defines them, so they exist in the notebook but not when only this cell runs; warnings: no cell
         defines them, they may come from a runtime global). Nothing when the cell has a ``*`` import."""
-        scopes = _scopes(entry)
+        scopes = self._scopes_of(entry)
         if scopes is None:
             return [], []
         bound, read = scopes
@@ -199,7 +200,7 @@ class Source:
             return [], []
         defined_in: dict[str, int] = {}
         for other in self.cells:
-            other_scopes = _scopes(other) if other is not entry else None
+            other_scopes = self._scopes_of(other) if other is not entry else None
             for name in other_scopes[0] if other_scopes else ():
                 defined_in[name] = other.number or 0  # the last definition wins, as when run in order
         lines = _first_reads(entry.tree)
@@ -215,6 +216,12 @@ class Source:
                 message = f"{name!r} is not defined in this cell nor anywhere in the notebook"
                 warnings.append(Note(message, entry.number, lines.get(name)))
         return errors, warnings
+
+    def _scopes_of(self, cell: _Cell) -> tuple[set[str], set[str]] | None:
+        """``_scopes(cell)``, worked out once per cell however many tasks the notebook has."""
+        if id(cell) not in self._scope_cache:
+            self._scope_cache[id(cell)] = _scopes(cell)
+        return self._scope_cache[id(cell)]
 
     def _missing(self, method: str) -> ExtractionError:
         for cell in self.cells:
