@@ -297,6 +297,12 @@ class Executor(ABC):
     def prepare(self, request: RunRequest) -> Execution:
         """Everything the run needs short of starting it (code, environment); may raise ``PeachError``."""
 
+    def waiting(self, task: Task) -> str | None:
+        """Why a run of ``task`` cannot start now, in words (its environment's build failed and is backing
+        off: ``environment failing: ..., next try at ...``), or None. Asked before a run is recorded, so
+        that waiting is not a run; cheap (no build, no network)."""
+        return None
+
     @abstractmethod
     def recover(self, running: Sequence[RunningRun]) -> Recovery:
         """After a restart: every run in ``running`` (all of this executor's kind) re-attached or closed.

@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,20 @@ class EnvironmentStore:
             return data
         except (OSError, ValueError):
             return {}
+
+    def backing_off(self, requirements: Iterable[str], python: str | None = None) -> str | None:
+        """Why ``requirements`` cannot get an environment before its backoff ends (the last build failed),
+        or None: when it is built, never failed, or may be tried again. Builds nothing."""
+        try:
+            key = self.key(requirements, python)
+        except EnvironmentBuildError:
+            return None  # no interpreter: the run says so (not a build that backs off)
+        failure = self._failure(key)
+        if not failure or failure["retry_at"] <= self._wall() or (self.path(key) / META).exists():
+            return None
+        at = datetime.fromtimestamp(failure["retry_at"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        tried = f"failed {failure['attempts']} time(s)"
+        return f"environment failing: {failure['message']} ({tried}); next try at {at}"
 
     def _check_backoff(self, key: str) -> None:
         failure = self._failure(key)

@@ -267,7 +267,7 @@ class LocalProcess:
             self._proc.stdout.fileno(), self.log, f"{self.run_id} ({task.key})", self._output
         )
         self._pump.start()
-        log.info("run %s (%s): started as pid %d", self.run_id, task.key, self.pid)
+        log.debug("run %s (%s): started as pid %d", self.run_id, task.key, self.pid)
 
     def _output(self, chunk: bytes) -> None:
         try:
@@ -461,7 +461,7 @@ def close_process(execution: Execution, process: LocalProcess, outcome: Outcome)
     outcome = replace(
         outcome, handle=execution.handle, log_bytes=process.log.stored, log_dropped=process.log.dropped
     )
-    log.info("run %s (%s): %s: %s", execution.run_id, execution.key, outcome.status.value, outcome.summary)
+    log.debug("run %s (%s): %s: %s", execution.run_id, execution.key, outcome.status.value, outcome.summary)
     return outcome
 
 

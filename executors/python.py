@@ -17,6 +17,7 @@ from executors.logs import LogLimits
 from executors.process import PROC, Launcher, Popen, ProcessExecution
 from executors.rundir import ARTIFACTS_ENV, DEFAULT_PASS_ENV, LocalRuns, task_environment
 from scheduler.config import OrganisationSettings
+from scheduler.spec.definitions import Task
 from scheduler.spec.taskspec import ExecutorKind
 
 __all__ = ["ARTIFACTS_ENV", "DEFAULT_PASS_ENV", "PythonExecutor", "task_environment"]
@@ -79,6 +80,9 @@ class PythonExecutor(Executor):
         execution = ProcessExecution(process, cleanup=prepared.cleanup, manifest=prepared.manifest())
         execution.artifacts_dir = prepared.artifacts
         return execution
+
+    def waiting(self, task: Task) -> str | None:
+        return self.environments.backing_off(task.requirements)
 
     def recover(self, running: Sequence[RunningRun]) -> Recovery:
         return self.launcher.recover(running)

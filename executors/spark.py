@@ -350,6 +350,10 @@ class SparkExecutor(Executor):
             execution.artifacts_note = NO_ARTIFACTS_ON_YARN
         return execution
 
+    def waiting(self, task: Task) -> str | None:
+        python = (self.settings.python or self.environments.python) if self.yarn else None
+        return self.environments.backing_off(task.requirements, python)
+
     def _environment(self, request: RunRequest) -> Environment:
         if self.yarn:  # shipped to the cluster with --archives, built against the cluster's interpreter
             python = self.settings.python or self.environments.python
@@ -371,7 +375,7 @@ class SparkExecutor(Executor):
             # spark-submit impersonates with the scheduler's own ticket (Spark refuses --principal with
             # --proxy-user); only in cluster mode, where its environment is not the task's
             environ.update(self.tickets.environ())
-        log.info("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
+        log.debug("run %s (%s): spark-submit to %s", request.run_id, request.task.key, self.settings.master)
         return submit_command(
             self.settings,
             organisation,

@@ -10,6 +10,10 @@ class PeachError(Exception):
     """Root of every error peach-scheduler raises on purpose."""
 
 
+class PortInUse(PeachError, OSError):
+    """The HTTP port is taken by another process."""
+
+
 class ConfigError(PeachError, ValueError):
     """An operator or task setting is invalid."""
 

@@ -284,3 +284,12 @@ def test_kerberos_and_simple_auth_settings(tmp_path: Path) -> None:
         load_config(bad, environ={})
     assert f"{bad}:1: kerberos.keytab: missing required key" in str(info.value)  # the section's line
     assert f"{bad}:3: kerberos.password: unknown key 'password'" in str(info.value)
+
+
+def test_the_readmes_sample_operator_configuration_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    sample = readme.split("A complete sample", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "peach.yaml"
+    path.write_text(sample)
+    config = load_config(path)
+    assert config.spark.master == "yarn" and list(config.organisations) == ["chrts"]

@@ -51,7 +51,18 @@ Handler: TypeAlias = Callable[[argparse.Namespace], Exit]
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 CONFIG_HELP = "operator configuration (default: $PEACH_CONFIG, else the embedded default)"
-RUN_COLUMNS = ["id", "codops", "task", "status", "short_version", "started_at", "duration_seconds", "outcome"]
+RUN_COLUMNS = [
+    "id",
+    "codops",
+    "task",
+    "status",
+    "short_version",
+    "started_at",
+    "duration_seconds",
+    "outcome",
+    "error",
+]
+WIDEST_CELL = 60  # longer cells (outcomes, errors) are cut with an ellipsis; --json has the full text
 
 
 def add_command(
@@ -132,12 +143,14 @@ def print_json_line(data: Any) -> None:
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Aligned columns with an upper-case header; floats with one decimal, None as ``-``."""
+    """Aligned columns with an upper-case header; floats with one decimal, None as ``-``, one line per
+    row (a cell over ``WIDEST_CELL`` characters is cut with an ellipsis)."""
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.1f}"
-        return "-" if value is None else str(value)
+        text = "-" if value is None else " ".join(str(value).split())
+        return text if len(text) <= WIDEST_CELL else text[: WIDEST_CELL - 1] + "…"
 
     cells = [[cell(row[c]) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]

@@ -48,7 +48,7 @@ TASK_COLUMNS = [
     "last_status",
     "last_started_at",
     "last_duration_seconds",
-    "reason",
+    "why",
 ]
 FOLLOW_POLL = 0.5  # seconds between two reads of a running run's log (another process appends to it)
 
@@ -64,6 +64,17 @@ def register(commands: Commands) -> None:
         json="print a JSON array of task objects",
     )
     tasks.add_argument("--codops", help="only this organisation")
+    problems = add_command(
+        commands,
+        "problems",
+        _problems,
+        "list the validation problems of the served commits (INVALID tasks' included)",
+        "List the problems found at the last load of every repository's task definitions, as "
+        "'codops: file:line: task: message', errors and warnings; a broken head that is not served "
+        "has its errors listed with a note saying so.",
+        json="print a JSON array of problem objects",
+    )
+    problems.add_argument("--codops", help="only this organisation")
     _register_runs(commands)
     logs = add_command(
         commands,
@@ -176,8 +187,30 @@ def _tasks(args: argparse.Namespace) -> Exit:
         tasks = [t.as_dict() for t in store.task_states(args.codops)]
     if args.json:
         print_json(tasks)
-    else:
-        print_table(tasks, TASK_COLUMNS)
+        return Exit.OK
+    now = datetime.now(UTC)
+    for task in tasks:
+        if task["state"] == "RUNNING" and task["last_started_at"]:
+            # one run per row: the running run's start with its status and time so far, not the
+            # previous run's status and duration
+            started = datetime.fromisoformat(task["last_started_at"].replace("Z", "+00:00"))
+            task["last_status"], task["last_error"] = "RUNNING", None
+            task["last_duration_seconds"] = max((now - started).total_seconds(), 0.0)
+        task["why"] = task["reason"] or task["last_error"]  # why INVALID or PENDING, or why it failed
+    print_table(tasks, TASK_COLUMNS)
+    return Exit.OK
+
+
+def _problems(args: argparse.Namespace) -> Exit:
+    with open_store(args) as store:
+        problems = store.problems(args.codops)
+    if args.json:
+        print_json([p.as_dict() for p in problems])
+        return Exit.OK
+    for problem in problems:
+        print(f"{problem.codops}: {problem}")
+    errors = sum(p.severity == "error" for p in problems)
+    print(f"{errors} errors, {len(problems) - errors} warnings")
     return Exit.OK
 
 
@@ -193,16 +226,20 @@ def _runs(args: argparse.Namespace) -> Exit:
     if args.json:
         print_json(rows)
         return Exit.OK
+    logs = {run.id: run.log_path for run in runs}
     for row in rows:
-        row["progress"] = _progress_cell(row)
+        row["progress"] = _progress_cell(row, logs.get(row["id"]))
     print_table(rows, [*RUN_COLUMNS, "progress"])
     return Exit.OK
 
 
-def _progress_cell(run: dict[str, Any]) -> str | None:
+def _progress_cell(run: dict[str, Any], log_path: str | None = None) -> str | None:
     """``42% epoch 3 of 7, ETA 1m30s`` for a running run (what is known of it); None otherwise."""
     if run["status"] != RunStatus.RUNNING:
         return None
+    silent = _silent_for(log_path)
+    if silent is not None:  # its supervisor stopped touching the log: the ETA would be a guess
+        return f"no sign of life for {format_duration(silent)} (is the service down?)"
     parts = []
     if run["progress"] is not None:
         parts.append(
@@ -213,6 +250,21 @@ def _progress_cell(run: dict[str, Any]) -> str | None:
     if run["overdue"]:
         parts.append(f"overdue (usually {format_duration(run['expected_seconds'])})")
     return ", ".join(parts) or None
+
+
+def _silent_for(log_path: str | None) -> float | None:
+    """Seconds since a running run was last known alive, when that is well past its supervisor's
+    heartbeat (``scheduler.runs.supervise.HEARTBEAT``: the service is down or stuck); None otherwise."""
+    from scheduler.runs.supervise import HEARTBEAT
+
+    try:
+        last = Path(log_path).stat().st_mtime if log_path else None
+    except OSError:
+        return None
+    if last is None:
+        return None
+    silent = time.time() - last
+    return silent if silent > 6 * HEARTBEAT else None
 
 
 def _show(args: argparse.Namespace) -> Exit:
@@ -228,9 +280,11 @@ def _show(args: argparse.Namespace) -> Exit:
     if args.json:
         print_json({**run.as_dict(), "manifest": manifest.as_dict() if manifest else None})
         return Exit.OK
-    for key, value in run.as_dict().items():
-        print(f"{key + ':':<17}{'-' if value is None else value}")
-    print("manifest:" if manifest else "manifest:        none (the run predates manifests)")
+    fields = run.as_dict()
+    width = max(map(len, fields)) + 2
+    for key, value in fields.items():
+        print(f"{key + ':':<{width}}{'-' if value is None else value}")
+    print("manifest:" if manifest else f"{'manifest:':<{width}}none (the run predates manifests)")
     if manifest:
         print("\n".join(f"  {line}" for line in describe(manifest).splitlines()))
     return Exit.OK

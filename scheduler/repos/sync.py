@@ -46,7 +46,7 @@ from scheduler.limits import LoopLimits
 from scheduler.notifysettings import OrganisationNotifications
 from scheduler.repos import git as gitrun
 from scheduler.repos.heads import RemoteHeads
-from scheduler.spec.definitions import Definitions, Task, load_definitions
+from scheduler.spec.definitions import Definitions, InvalidTask, Problem, Task, load_definitions
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class SyncResult:
     head: str | None  # the remote branch head this sync saw; None when the fetch failed
     error: str | None  # why the head is not served, or why the sync failed
     definitions: Definitions | None
+    rejected: Definitions | None = None  # the head's own definitions when it is broken and not served
 
     @property
     def fresh(self) -> bool:
@@ -109,7 +110,7 @@ class RepositorySync:
         self._lock = threading.Lock()
         # The last commit loaded with its definitions; a head found broken and why (not checked out again).
         self._loaded: tuple[str, Definitions] | None = None
-        self._known_broken: tuple[str, str] | None = None
+        self._known_broken: tuple[str, str, Definitions] | None = None
         self._known_refs: dict[str, str] | None = None  # the checkout's refs as this process last saw them
 
     def sync(self) -> SyncResult:
@@ -136,13 +137,14 @@ class RepositorySync:
                 good = None
             return self._fall_back(repo, good, None, f"fetch failed: {exc}")
         if self._known_broken and self._known_broken[0] == head and good:
-            return self._fall_back(repo, good, head, f"head {head[:12]} is not used: {self._known_broken[1]}")
+            _, why, rejected = self._known_broken
+            return self._fall_back(repo, good, head, f"head {head[:12]} is not used: {why}", rejected)
         try:
             definitions = self._checkout(repo, head)
         except SyncError as exc:
             return self._fall_back(repo, good, head, f"cannot check out {head[:12]}: {exc}")
         broken = None if head == good else _broken(definitions)
-        self._known_broken = (head, broken) if broken else None
+        self._known_broken = (head, broken, definitions) if broken else None
         if broken is None:
             if head != good:
                 self._remember_good(repo, head)
@@ -150,7 +152,7 @@ class RepositorySync:
             return self._result(head, head, None, definitions)
         if good is None:
             return self._result(head, head, f"{broken} (no earlier good commit to fall back to)", definitions)
-        return self._fall_back(repo, good, head, f"head {head[:12]} is not used: {broken}")
+        return self._fall_back(repo, good, head, f"head {head[:12]} is not used: {broken}", definitions)
 
     def _open(self) -> git.Repo:
         if (self.path / ".git").is_dir():
@@ -216,8 +218,16 @@ class RepositorySync:
             self._loaded = (commit, definitions)
         return self._loaded[1]
 
-    def _fall_back(self, repo: git.Repo, good: str | None, head: str | None, error: str) -> SyncResult:
-        """Serve the last good commit (else whatever the checkout holds) and say why."""
+    def _fall_back(
+        self,
+        repo: git.Repo,
+        good: str | None,
+        head: str | None,
+        error: str,
+        rejected: Definitions | None = None,
+    ) -> SyncResult:
+        """Serve the last good commit (else whatever the checkout holds) and say why (``rejected``: the
+        broken head's definitions, whose problems are reported with their files and lines)."""
         target = good
         if target is None:
             try:
@@ -231,7 +241,8 @@ class RepositorySync:
         except SyncError as exc:
             return self._result(None, head, f"{error}; cannot check out {target[:12]}: {exc}", None)
         which = "last good" if good else "current"
-        return self._result(target, head, f"{error}; serving {which} commit {target[:12]}", definitions)
+        message = f"{error}; serving {which} commit {target[:12]}"
+        return self._result(target, head, message, definitions, rejected)
 
     def _remember_good(self, repo: git.Repo, commit: str) -> None:
         try:
@@ -253,10 +264,17 @@ class RepositorySync:
         return gitrun.run(repo, args, self.timeout, env, secret)
 
     def _result(
-        self, commit: str | None, head: str | None, error: str | None, definitions: Definitions | None
+        self,
+        commit: str | None,
+        head: str | None,
+        error: str | None,
+        definitions: Definitions | None,
+        rejected: Definitions | None = None,
     ) -> SyncResult:
         repo = self.repository
-        return SyncResult(self.codops, repo.url, repo.branch, self.path, commit, head, error, definitions)
+        return SyncResult(
+            self.codops, repo.url, repo.branch, self.path, commit, head, error, definitions, rejected
+        )
 
 
 @dataclass(frozen=True)
@@ -267,7 +285,8 @@ class OrganisationTasks:
     results: tuple[SyncResult, ...]
     tasks: tuple[Task, ...]
     sources: Mapping[str, SyncResult]  # task key -> the checkout (path, commit) it runs from
-    problems: tuple[str, ...]  # sync errors and tasks defined in two repositories
+    problems: tuple[Problem, ...]  # validation problems, sync errors, tasks defined in two repositories
+    invalid: tuple[tuple[InvalidTask, str | None], ...] = ()  # with the version it is invalid at
 
 
 def sync_organisation(codops: str, syncs: Sequence[RepositorySync]) -> OrganisationTasks:
@@ -276,16 +295,34 @@ def sync_organisation(codops: str, syncs: Sequence[RepositorySync]) -> Organisat
     results = tuple(sync.sync() for sync in syncs)
     tasks: dict[str, Task] = {}
     sources: dict[str, SyncResult] = {}
-    problems = [f"{r.url}: {r.error}" for r in results if r.error]
+    invalid: dict[str, tuple[InvalidTask, str | None]] = {}
+    problems = [problem for result in results for problem in _problems(result)]
     for result in results:
         for task in result.tasks:
             if task.key in sources:
-                problems.append(
-                    f"{result.url}: task {task.key} is already defined in {sources[task.key].url}; ignored"
-                )
+                message = f"task {task.key} is already defined in {sources[task.key].url}; ignored"
+                problems.append(Problem(task.file, task.line, f"{result.url}: {message}", task=task.name))
                 continue
             tasks[task.key], sources[task.key] = task, result
-    return OrganisationTasks(codops, results, tuple(tasks.values()), sources, tuple(problems))
+        for bad in result.definitions.invalid if result.definitions else ():
+            invalid.setdefault(bad.key, (bad, result.version))
+    kept = tuple(pair for key, pair in invalid.items() if key not in tasks)
+    return OrganisationTasks(codops, results, tuple(tasks.values()), sources, tuple(problems), kept)
+
+
+def _problems(result: SyncResult) -> list[Problem]:
+    """What one repository's sync has to report: its served commit's problems, and why the head is not
+    served: a broken head's own errors at their files and lines, or the sync error (at the URL)."""
+    problems = list(result.definitions.problems) if result.definitions else []
+    if result.rejected is not None and result.head:
+        note = f" (head {result.head[:12]}, not used; serving {result.version})"
+        problems += [
+            Problem(p.file, p.line, p.message + note, p.task, p.severity, p.cell)
+            for p in result.rejected.errors
+        ]
+    elif result.error:
+        problems.append(Problem(result.url, None, result.error))
+    return problems
 
 
 def repository_syncs(

@@ -163,7 +163,7 @@ def settle(store: Store, run_id: str, policy: ArtifactPolicy) -> Collected | Non
         except OSError as exc:
             note = f"artifacts: not collected: {exc.strerror or exc} ({run.artifacts_dir})"
             store.record_artifacts(run_id, [], note)
-        log.info("run %s of %s/%s: %s", run_id, run.codops, run.task, note)
+        log.debug("run %s of %s/%s: %s", run_id, run.codops, run.task, note)
     if log_path is not None and not log_path.name.endswith(runlogs.GZ) and log_path.is_file():
         try:
             if note:
@@ -225,7 +225,7 @@ def prune(store: Store, policy: ArtifactPolicy) -> tuple[int, int]:
             remove_tree(Path(run.artifacts_dir))
             freed += store.mark_artifacts_pruned(run.id, note)
             runs += 1
-            log.info("run %s of %s/%s: artifacts %s", run.id, run.codops, run.task, note)
+            log.debug("run %s of %s/%s: artifacts %s", run.id, run.codops, run.task, note)
     return runs, freed
 
 

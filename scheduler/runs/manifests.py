@@ -16,6 +16,7 @@ from executors.base import Execution
 from executors.environments import freeze
 from executors.runner import runner_script
 from scheduler.errors import PeachError
+from scheduler.runs.rundiff import readable_runner
 from scheduler.spec.definitions import Task
 from scheduler.store.records import Manifest
 
@@ -51,9 +52,9 @@ def capture(task: Task, run_id: str, commit: str | None, execution: Execution | 
 def describe(manifest: Manifest) -> str:
     """The manifest as text for people (``peach-scheduler runs show``)."""
     lines = [
-        f"commit:      {manifest.commit or '-'}",
-        f"recorded at: {manifest.recorded_at.isoformat(timespec='seconds')}",
-        f"arguments:   {manifest.args or '{}'}",
+        f"commit:       {manifest.commit or '-'}",
+        f"recorded at:  {manifest.recorded_at.isoformat(timespec='seconds').replace('+00:00', 'Z')}",
+        f"arguments:    {manifest.args or '{}'}",
         "requirements (declared):",
         *(f"  {item}" for item in manifest.requirements or ["(none)"]),
         "dependency set (installed):",
@@ -71,7 +72,7 @@ def describe(manifest: Manifest) -> str:
     lines += [
         f"definition ({manifest.definition_file}):",
         *(f"  {line}" for line in manifest.definition.splitlines()),
-        "runner script:",
-        *(f"  {line}" for line in manifest.runner.splitlines()),
+        "task code and runner script (the whole script: --json):",
+        *(f"  {line}" for line in readable_runner(manifest.runner).splitlines()),
     ]
     return "\n".join(lines)

@@ -127,11 +127,23 @@ def unified(old: str, new: str, a: str, b: str, name: str, new_name: str | None 
 
 def readable_runner(runner: str) -> str:
     """The runner with its task code as lines: each chunk under ``# ---- <file>``, then the runner itself
-    with the ``CHUNKS`` line shortened. A runner not in the expected form is returned as it is."""
+    with the ``CHUNKS`` line shortened and the progress helper's source left out (it is the scheduler's,
+    not the task's). A runner not in the expected form is returned as it is."""
     try:
         module = ast.parse(runner)
     except SyntaxError:
         return runner
+    for node in module.body:
+        if (
+            isinstance(node, ast.Assign)
+            and [getattr(t, "id", None) for t in node.targets] == ["PROGRESS_HELPER"]
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)  # not the shortened ``...`` line
+        ):
+            lines = runner.splitlines(keepends=True)
+            start, end = node.lineno - 1, (node.end_lineno or node.lineno)
+            shortened = "PROGRESS_HELPER = ...  # the source of executors/peach_progress.py\n"
+            return readable_runner("".join([*lines[:start], shortened, *lines[end:]]))
     for node in module.body:
         if (
             isinstance(node, ast.Assign)

@@ -19,6 +19,7 @@ deadline is set once the slot is granted) and is recorded on the run (``waited_s
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +49,7 @@ from scheduler.store.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+HEARTBEAT = 5.0  # seconds between two touches of a supervised run's log (its last moment known alive)
 
 
 class KillRequests:
@@ -115,11 +117,18 @@ def execute(
     cancelled: Callable[[], bool] | None = None,
 ) -> Run | None:
     """Run ``task`` once and return its closed record; None when the task already has a running run, or
-    when the service stops (or ``cancelled()`` turns true) while the run waits for its slot.
+    when the service stops (or ``cancelled()`` turns true) while the run waits for its slot, or when its
+    executor says it must wait (``Executor.waiting``: the task is PENDING with that reason).
 
     ``stale`` says why ``version`` is not the branch head (the repository's sync failed): the run's
     outcome says so too (SPEC §4.1). ``due``: when the run became due, its place in the capacity queue.
     """
+    executor = runtime.executors.get(task.executor)
+    waiting = executor.waiting(task) if executor is not None else None
+    if waiting is not None:  # e.g. its environment's build is backing off: no run, the task says why
+        log.info("%s: not started, %s", task.key, waiting)
+        runtime.store.set_waiting(task.codops, task.name, waiting)
+        return None
     demand = runtime.demand(task)
     grant: Grant | None = None
     refused: CapacityError | None = None
@@ -249,10 +258,20 @@ def _close(runtime: Runtime, run: Run, outcome: Outcome, summary: str, task: Tas
         runtime.metrics,
     )
     runtime.metrics.run_finished(finished)
-    log.info("run %s of %s: %s (%s)", run.id, key, finished.status, finished.outcome)
+    log.info("%s", console_line(finished))
     if runtime.notifier is not None:
         runtime.notifier.run_finished(finished, task.definition.notify if task else None)
     return finished
+
+
+def console_line(run: Run) -> str:
+    """The service's one line about a finished run: ``chrts/train SUCCEEDED 12.1 s 3d17ccb (run r-...)``,
+    and why when it did not succeed (its error, else its outcome)."""
+    took = f"{run.duration_seconds:.1f} s" if run.duration_seconds is not None else "-"
+    line = f"{run.codops}/{run.task} {run.status.value} {took} {(run.version or '-')[:7]} (run {run.id})"
+    if run.status is not RunStatus.SUCCEEDED:
+        line += f": {run.error or run.outcome}"
+    return line
 
 
 def _persist(write: Callable[[], T], what: str, metrics: Metrics | None = None, attempts: int = 8) -> T:
@@ -371,9 +390,11 @@ def _follow(
     grant: Grant | None,
 ) -> Outcome:
     recorded: str | None = None
+    beat = float("-inf")
     while True:
         if grant is not None and execution.submitted:  # spark-submit is done; the run goes on (YARN)
             grant.release_submission()
+        beat = _heartbeat(execution, beat)
         if execution.handle and execution.handle != recorded:
             recorded = pending["handle"] = execution.handle
         if pending and _attach(runtime, run, pending):
@@ -392,6 +413,18 @@ def _follow(
         reason = runtime.kills.take(run.id)
         if reason is not None:
             return execution.kill(reason)
+
+
+def _heartbeat(execution: Execution, last: float) -> float:
+    """Touch the run's log every ``HEARTBEAT`` seconds while the run is supervised, so that its
+    modification time is the last moment the run was known alive even when the task prints nothing:
+    a run found RUNNING after a crash is closed LOST as of then (``scheduler.service.recovery``)."""
+    now = time.monotonic()
+    if now - last < HEARTBEAT:
+        return last
+    with contextlib.suppress(OSError):  # no log yet, or a full disk: the next beat tries again
+        os.utime(execution.log_path)
+    return now
 
 
 def _attach(runtime: Runtime, run: Run, fields: dict[str, Any]) -> bool:

@@ -13,6 +13,7 @@ def configure_logging(level: str | None = None) -> None:
             "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
             "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
             "root": {"handlers": ["stderr"], "level": level or os.environ.get("PEACH_LOG_LEVEL", "INFO")},
-            "loggers": {"uvicorn.access": {"level": "WARNING"}},
+            # the console shows one line per run; schema migrations and HTTP access only when they fail
+            "loggers": {"uvicorn.access": {"level": "WARNING"}, "alembic": {"level": "WARNING"}},
         }
     )

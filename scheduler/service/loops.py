@@ -24,7 +24,7 @@ from scheduler.names import METADATA_LOOP
 from scheduler.repos.sync import OrganisationTasks, RepositorySync, sync_organisation
 from scheduler.runs import reruns
 from scheduler.runs.supervise import Runtime, execute
-from scheduler.spec.definitions import Problem, Severity, Task
+from scheduler.spec.definitions import Severity, Task
 from scheduler.store.models import RunTrigger
 from scheduler.store.records import Run, Trigger
 
@@ -73,10 +73,8 @@ class OrganisationSource:
             return org
 
     def _record(self, org: OrganisationTasks) -> None:
-        problems: list[Problem] = [Problem(self.codops, None, text) for text in org.problems]
-        for result in org.results:
-            problems += result.definitions.problems if result.definitions else ()
-        for name in self.runtime.store.upsert_tasks(self.codops, org.tasks):
+        problems = org.problems
+        for name in self.runtime.store.upsert_tasks(self.codops, org.tasks, org.invalid):
             self.runtime.metrics.forget_task(self.codops, name)  # its per-task gauges go with it
         self.runtime.store.replace_problems(self.codops, self.codops, problems)
         errors = sum(p.severity is Severity.ERROR for p in problems)
@@ -263,14 +261,23 @@ class Loop(threading.Thread):
         if task.loop != self.loop_name or not self.due(task, triggered):
             return None
         manual = (task.codops, task.name) in triggered
+        key = (task.codops, task.name)
         due = self.due_at(task, manual)
-        started = self._last_start[(task.codops, task.name)] = datetime.now(UTC)
+        previous = self._last_start.get(key)
+        started = self._last_start[key] = datetime.now(UTC)
         trigger = RunTrigger.MANUAL if manual else RunTrigger.SCHEDULE
         run = execute(self.runtime, task, version, trigger, stale, due=due, cancelled=self.retired.is_set)
-        request = self._taken.pop((task.codops, task.name), None) if manual else None
-        if request is not None and run is None:  # refused: the task still has a running run
-            log.info("loop %s: the trigger of %s waits for its running run to end", self.loop_name, task.key)
+        request = self._taken.pop(key, None) if manual else None
+        if run is None:  # refused (a running run), waiting (its environment) or cancelled: not a start
+            if previous is None:
+                self._last_start.pop(key, None)
+            else:
+                self._last_start[key] = previous
+        if request is not None and run is None:
+            log.info("loop %s: the trigger of %s waits for the next pass", self.loop_name, task.key)
             self._give_back([request])
+        if run is None:
+            return None
         if task.definition.every is not None:
             due = started + timedelta(seconds=task.definition.every)
             self.runtime.store.set_next_due(task.codops, task.name, due)

@@ -9,9 +9,11 @@ that finishes it by the same path as any run. No kind is named here.
 """
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from executors.base import Executor, Recovery, RunningRun
@@ -90,15 +92,29 @@ def _ask(executor: Executor, runs: list[RunningRun]) -> Recovery:
 def _close(
     runtime: Runtime, run: Run, status: RunStatus, summary: str, log_path: Callable[[str], Path]
 ) -> Run:
+    ended = last_alive(run)  # not the restart: the time the scheduler was down is not the run's
     _note(runtime, run, f"run closed as {status.value} at restart: {summary}", log_path)
     try:  # what it wrote is kept as for any run; its log compressed
         settle(runtime.store, run.id, runtime.artifacts)
     except Exception:
         log.exception("run %s: keeping its artifacts and log at restart failed", run.id)
-    finished = runtime.store.finish_run(run.id, status, summary)
+    finished = runtime.store.finish_run(run.id, status, summary, ended_at=ended)
     runtime.metrics.run_finished(finished)
     log.warning("run %s of %s/%s closed as %s: %s", run.id, run.codops, run.task, status.value, summary)
     return finished
+
+
+def last_alive(run: Run) -> datetime | None:
+    """The last moment a run left RUNNING by a dead scheduler was known alive: its log's last write (its
+    supervisor touches it every few seconds, ``supervise.HEARTBEAT``) or its last progress, whichever
+    is later; None when neither is known (the run then ends now, as before)."""
+    moments = [run.progress_at] if run.progress_at else []
+    try:
+        if run.log_path:
+            moments.append(datetime.fromtimestamp(os.stat(run.log_path).st_mtime, UTC))
+    except OSError:
+        pass
+    return max(moments, default=None)
 
 
 def _note(runtime: Runtime, run: Run, text: str, log_path: Callable[[str], Path]) -> None:

@@ -16,10 +16,12 @@ from each loop's next run. An invalid file changes nothing; settings only a rest
 """
 
 import contextlib
+import errno
 import logging
 import os
 import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -36,7 +38,7 @@ from executors.yarn.kerberos import TicketCache, rest_auth
 from executors.yarn.site import ClusterSite, endpoints, read_site
 from scheduler.capacity import Capacity
 from scheduler.config import Config, load_config, redact_url
-from scheduler.errors import ConfigError
+from scheduler.errors import ConfigError, PortInUse
 from scheduler.http import dashboard
 from scheduler.http.api import create_app
 from scheduler.metrics import Metrics
@@ -83,7 +85,8 @@ class Service:
             ("ResourceManagers", self.yarn.resourcemanagers_from),
             ("log server", self.yarn.log_server_from),
         ):
-            log.info("YARN %s from %s", what, where)
+            # where the YARN addresses come from matters only when spark runs on YARN
+            (log.info if config.spark.master == "yarn" else log.debug)("YARN %s from %s", what, where)
         self.tickets = (  # the scheduler's own Kerberos ticket cache, kept fresh by ``_renewing``
             TicketCache(
                 config.kerberos,
@@ -236,12 +239,12 @@ class Service:
         return True
 
     def start(self) -> None:
+        self.start_http()  # first: a port in use stops the start before anything else is done
         if self.tickets is not None:
             self.tickets.refresh()  # a failure is logged, counted and keeps /readyz not ready
             threading.Thread(target=self._renewing, name="kerberos", daemon=True).start()
         self.notifier.start()
         self.recover()
-        self.start_http()
         self.housekeeping.start()
         for loop in self.loops:
             loop.start()
@@ -400,9 +403,12 @@ class Service:
 
     def start_http(self, timeout: float = 15.0) -> None:
         http = self.config.http
+        sock = _listening_socket(http.host, http.port)
         config = uvicorn.Config(self.app, host=http.host, port=http.port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
-        self._http = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._http = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="http", daemon=True
+        )
         self._http.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -462,3 +468,21 @@ class StopSignals:
         if ready:
             os.read(self._read, 1)
         return bool(ready)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The HTTP server's socket, bound here so that a port in use is one clear error, not uvicorn's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {port} on {host} is already in use: stop what listens there, or choose another "
+                "port with --port N (or http.port in the configuration)"
+            ) from None
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock

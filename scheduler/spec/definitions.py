@@ -7,7 +7,7 @@ line, and the valid tasks are still returned.
 import difflib
 import os
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,7 +21,7 @@ from scheduler.names import METADATA_LOOP, codops_problem, task_name_problem
 from scheduler.notifysettings import OrganisationNotifications
 from scheduler.spec import requirements
 from scheduler.spec.files import NotRegularFile, TooLarge, read_regular, shown
-from scheduler.spec.notebooks import Extracted, Source
+from scheduler.spec.notebooks import Extracted, MissingMethod, Source
 from scheduler.spec.notifyspec import NOTIFY_KEYS
 from scheduler.spec.taskspec import FILE_KEYS, TASK_KEYS, ExecutorKind, TaskDefinition
 from scheduler.yamlfile import MAX_FILE_BYTES, Document, YamlError, load_bytes
@@ -36,6 +36,20 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
+def describe(
+    file: str, line: int | None, cell: int | None, task: str | None, severity: str, message: str
+) -> str:
+    """A problem as ``validate`` prints it: ``file:line: [warning: ][task 'x': ]message`` (a notebook's
+    ``file: cell N, line L: ...``)."""
+    if cell:
+        where = f"{file}: cell {cell}" + (f", line {line}" if line else "")
+    else:
+        where = f"{file}:{line}" if line else file
+    named = f"task {task!r}: " if task else ""
+    label = "warning: " if severity == Severity.WARNING else ""
+    return f"{where}: {label}{named}{message}"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong (or worth a warning) in a repository; ``file`` is relative to the repository."""
@@ -48,13 +62,7 @@ class Problem:
     cell: int | None = None
 
     def __str__(self) -> str:
-        if self.cell:
-            where = f"{self.file}: cell {self.cell}" + (f", line {self.line}" if self.line else "")
-        else:
-            where = f"{self.file}:{self.line}" if self.line else self.file
-        task = f"task {self.task!r}: " if self.task else ""
-        label = "warning: " if self.severity is Severity.WARNING else ""
-        return f"{where}: {label}{task}{self.message}"
+        return describe(self.file, self.line, self.cell, self.task, self.severity, self.message)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,12 +102,30 @@ class Task:
 
 
 @dataclass(frozen=True)
+class InvalidTask:
+    """A task the definitions name but do not make runnable: listed as INVALID with its first error."""
+
+    codops: str
+    name: str
+    loop: str
+    executor: ExecutorKind
+    file: str
+    line: int
+    problem: str  # ``file:line: message`` (or ``file: cell N, line L: message``)
+
+    @property
+    def key(self) -> str:
+        return f"{self.codops}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Definitions:
-    """Everything one repository defines: the valid tasks and every problem found."""
+    """Everything one repository defines: the valid tasks, the invalid ones and every problem found."""
 
     tasks: tuple[Task, ...]
     problems: tuple[Problem, ...]
     files: tuple[str, ...]
+    invalid: tuple[InvalidTask, ...] = ()
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -125,6 +151,7 @@ class _Loader:
     sources: dict[str, Source | ExtractionError] = field(default_factory=dict)
     blocks: dict[str, "TaskBlocks"] = field(default_factory=dict)  # definition file -> its task blocks
     secrets: Mapping[str, Collection[str]] | None = None  # codops -> its secret names; None: not checked
+    invalid: dict[tuple[str, str], InvalidTask] = field(default_factory=dict)
     # codops -> what its operator allows notifications to do (None: not known here, not checked)
     notifications: Mapping[str, OrganisationNotifications] | None = None
 
@@ -135,20 +162,48 @@ class _Loader:
     def load_file(self, relative: str) -> None:
         try:
             doc = self.read_yaml(relative)
-            codops, pins = self.file_header(relative, doc)
         except _Rejected:
             return
         tasks = doc.data.get("tasks")
+        seen = len(self.problems)
+        try:
+            codops, pins = self.file_header(relative, doc)
+        except _Rejected:  # its tasks are named but none can load: each is INVALID with the file's error
+            codops = doc.data.get("codops")
+            if isinstance(tasks, dict) and isinstance(codops, str) and not codops_problem(codops):
+                for name, body in tasks.items():
+                    self.mark_invalid(relative, doc, codops, name, body, seen)
+            return
         if not isinstance(tasks, dict) or not tasks:
             self.problem(
                 relative, doc.line_of(("tasks",)), "'tasks' must be a non-empty mapping of task names"
             )
             return
         for name, body in tasks.items():
+            seen = len(self.problems)
             try:
                 self.load_task(relative, doc, codops, pins, name, body)
             except _Rejected:
-                continue
+                self.mark_invalid(relative, doc, codops, name, body, seen)
+
+    def mark_invalid(
+        self, relative: str, doc: Document, codops: str, name: Any, body: Any, seen: int
+    ) -> None:
+        """Keep a rejected task visible (state INVALID) with the first error recorded since ``seen``."""
+        key = (codops, name)
+        if task_name_problem(name) or key in self.tasks or key in self.invalid:
+            return  # no usable name, or a valid definition of it wins (a duplicate is not the task)
+        errors = [p for p in self.problems[seen:] if p.severity is Severity.ERROR]
+        if not errors:
+            return
+        body = body if isinstance(body, dict) else {}
+        loop = body.get("loop") if body.get("loop") in (codops, METADATA_LOOP) else codops
+        executor = body.get("executor", ExecutorKind.SPARK.value)
+        kind = ExecutorKind(executor) if executor in [k.value for k in ExecutorKind] else ExecutorKind.SPARK
+        problem = str(replace(errors[0], task=None))
+        self.invalid[key] = InvalidTask(
+            codops, name, loop, kind, shown(relative), doc.line_of(("tasks", name)), problem
+        )
 
     def read_yaml(self, relative: str) -> Document:
         path = self.root / relative
@@ -337,6 +392,10 @@ class _Loader:
             if isinstance(source, ExtractionError):
                 raise source
             code = source.extract(spec.method, spec.full_notebook)
+        except MissingMethod as exc:  # the typo is in the YAML's method key
+            method_line = doc.line_of((*base, "method"))
+            self.problem(relative, method_line, f"{exc.message} of {notebook}", task=name)
+            raise _Rejected from None
         except ExtractionError as exc:
             self.problem(exc.path or notebook, exc.line, exc.message, task=name, cell=exc.cell)
             raise _Rejected from None
@@ -344,6 +403,10 @@ class _Loader:
             self.problem(
                 notebook, note.line, note.message, task=name, severity=Severity.WARNING, cell=note.cell
             )
+        for note in code.errors:
+            self.problem(notebook, note.line, note.message, task=name, cell=note.cell)
+        if code.errors:
+            raise _Rejected
         return code
 
     def check_signature(self, spec: TaskDefinition, code: Extracted, reject: Any) -> None:
@@ -384,7 +447,10 @@ def load_definitions(
         loader.problem(ROOT_FILE, None, f"no task definitions: expected {ROOT_FILE} or {CONF_DIR}/*.yaml")
     for relative in files:
         loader.load_file(relative)
-    return Definitions(tuple(loader.tasks.values()), tuple(loader.problems), tuple(map(shown, files)))
+    invalid = tuple(t for key, t in loader.invalid.items() if key not in loader.tasks)
+    return Definitions(
+        tuple(loader.tasks.values()), tuple(loader.problems), tuple(map(shown, files)), invalid
+    )
 
 
 @dataclass(frozen=True)

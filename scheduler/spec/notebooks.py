@@ -4,8 +4,10 @@ Nothing here executes task code or magics: cells are parsed with ``ast`` only.
 """
 
 import ast
+import builtins
 import json
 import re
+import symtable
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,10 @@ def parse(source: str, filename: str = "<unknown>") -> ast.Module:
     """``ast.parse``, one thread at a time."""
     with _PARSING:
         return ast.parse(source, filename=filename)
+
+
+class MissingMethod(ExtractionError):
+    """No cell defines the entry function: the task's ``method`` key is what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class Extracted:
     origin: str
     signature: Signature | None
     warnings: tuple[Note, ...]
+    errors: tuple[Note, ...] = ()  # the code cannot run as extracted (a name only another cell defines)
 
 
 @dataclass
@@ -102,6 +109,7 @@ class Source:
             self.cells = [_Cell(None, text)]
         for cell in self.cells:
             self._parse(cell)
+        self._scope_cache: dict[int, tuple[set[str], set[str]] | None] = {}  # id(cell) -> _scopes
 
     @classmethod
     def read(cls, root: Path, relative: str) -> "Source":
@@ -170,10 +178,50 @@ class Source:
             if len(numbers) > 1:
                 listed = ", ".join(map(str, numbers))
                 warnings.append(Note(f"{method!r} is defined in cells {listed}; using cell {cell.number}"))
+        errors: list[Note] = []
+        if not whole:
+            errors, undefined = self._cross_cell(cell)
+            warnings += undefined
         warnings = [note for c in used for note in c.notes] + warnings
         chunks = tuple(Chunk(self.chunk_name(c.number), c.code or "") for c in used if c.tree)
         origin = self.path if whole else self._where(cell)
-        return Extracted(chunks, origin, _signature(node), tuple(warnings))
+        return Extracted(chunks, origin, _signature(node), tuple(warnings), tuple(errors))
+
+    def _cross_cell(self, entry: _Cell) -> tuple[list[Note], list[Note]]:
+        """The single-cell trap: names the entry cell reads but does not bind, as (errors: another cell
+        defines them, so they exist in the notebook but not when only this cell runs; warnings: no cell
+        defines them, they may come from a runtime global). Nothing when the cell has a ``*`` import."""
+        scopes = self._scopes_of(entry)
+        if scopes is None:
+            return [], []
+        bound, read = scopes
+        free = sorted(read - bound - _BUILTINS)
+        if not free:
+            return [], []
+        defined_in: dict[str, int] = {}
+        for other in self.cells:
+            other_scopes = self._scopes_of(other) if other is not entry else None
+            for name in other_scopes[0] if other_scopes else ():
+                defined_in[name] = other.number or 0  # the last definition wins, as when run in order
+        lines = _first_reads(entry.tree)
+        errors, warnings = [], []
+        for name in free:
+            if name in defined_in:
+                message = (
+                    f"{name!r} is defined in cell {defined_in[name]}, "
+                    "which does not run without full_notebook: true"
+                )
+                errors.append(Note(message, entry.number, lines.get(name)))
+            else:
+                message = f"{name!r} is not defined in this cell nor anywhere in the notebook"
+                warnings.append(Note(message, entry.number, lines.get(name)))
+        return errors, warnings
+
+    def _scopes_of(self, cell: _Cell) -> tuple[set[str], set[str]] | None:
+        """``_scopes(cell)``, worked out once per cell however many tasks the notebook has."""
+        if id(cell) not in self._scope_cache:
+            self._scope_cache[id(cell)] = _scopes(cell)
+        return self._scope_cache[id(cell)]
 
     def _missing(self, method: str) -> ExtractionError:
         for cell in self.cells:
@@ -187,7 +235,7 @@ class Source:
                             cell.number,
                             child.lineno,
                         )
-        return ExtractionError(f"method {method!r} is not defined at the top level", self.path)
+        return MissingMethod(f"method {method!r} is not defined at the top level", self.path)
 
 
 def _decode(path: str, raw: bytes) -> str:
@@ -302,6 +350,51 @@ def _top_level(tree: ast.Module, method: str) -> list[ast.stmt]:
         return False
 
     return [node for node in tree.body if binds(node)]
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
+def _scopes(cell: _Cell) -> tuple[set[str], set[str]] | None:
+    """(the names ``cell`` binds at module level, the names its code reads from module globals), from
+    Python's own symbol tables: every binding form counts (``import``, ``def``, ``class``, ``for``,
+    ``with``/``except ... as``, walrus, ``global`` then assignment), and parameters, comprehension
+    variables and other local names are not reads of globals. None when the cell cannot tell (it does
+    not parse, or has a ``*`` import)."""
+    if cell.tree is None or any(
+        isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names)
+        for node in ast.walk(cell.tree)
+    ):
+        return None
+    try:
+        with _PARSING:
+            top = symtable.symtable(cell.code or "", "<cell>", "exec")
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return None
+    bound: set[str] = set()
+    read: set[str] = set()
+    tables = [top]
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        module = table.get_type() == "module"
+        for symbol in table.get_symbols():
+            name = symbol.get_name()
+            binds = symbol.is_assigned() or symbol.is_imported()
+            if binds and (module or symbol.is_declared_global()):
+                bound.add(name)
+            if symbol.is_referenced() and (module or symbol.is_global()):
+                read.add(name)
+    return bound, read
+
+
+def _first_reads(tree: ast.Module | None) -> dict[str, int]:
+    """Each name's first line read in ``tree``."""
+    lines: dict[str, int] = {}
+    for node in ast.walk(tree) if tree else ():
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            lines[node.id] = min(lines.get(node.id, node.lineno), node.lineno)
+    return lines
 
 
 def _signature(node: ast.stmt) -> Signature | None:

@@ -27,11 +27,13 @@ from sqlalchemy.types import TypeDecorator
 
 
 class TaskState(StrEnum):
-    """A task as users see it: waiting its turn, running, or finished (with its last run's status)."""
+    """A task as users see it: waiting its turn, running, finished (with its last run's status), or
+    invalid (its definition has an error: it is kept listed, with the problem, and does not run)."""
 
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     FINISHED = "FINISHED"
+    INVALID = "INVALID"  # its definition no longer validates: listed with its problem, never run
 
 
 class RunTrigger(StrEnum):
@@ -172,8 +174,13 @@ class TaskRow(Base):
     removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # How long a run is expected to take: the median of its last successful runs (scheduler.progress).
     expected_seconds: Mapped[float | None] = mapped_column(Float)
-    # why a PENDING task waits (a capacity slot, ...): ``Store.set_waiting`` (migration 0006)
+    # Why the task is in its state, in words (migrations 0006, 0007): an INVALID task's problem, what a
+    # PENDING task waits for (``Store.set_waiting``); the version its definition has been invalid since.
     reason: Mapped[str | None] = mapped_column(Text)
+    invalid_since: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(
+        Text
+    )  # the last run's ``error`` (its exception's last line)
 
     __table_args__ = (Index(None, "loop"),)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from scheduler.spec.definitions import describe
 from scheduler.spec.taskspec import ExecutorKind
 from scheduler.status import RunStatus
 from scheduler.store.models import (
@@ -171,7 +172,9 @@ class TaskStatus:
     line: int | None
     removed: bool
     expected_seconds: float | None = None
-    reason: str | None = None  # why a PENDING task waits (``Store.set_waiting``)
+    reason: str | None = None  # why INVALID (its problem) or PENDING (a slot, a failing environment)
+    invalid_since: str | None = None
+    last_error: str | None = None
 
     @classmethod
     def from_row(cls, row: TaskRow) -> "TaskStatus":
@@ -193,7 +196,9 @@ class TaskStatus:
             line=row.line,
             removed=row.removed_at is not None,
             expected_seconds=row.expected_seconds,
-            reason=row.reason if row.state == TaskState.PENDING.value else None,
+            reason=row.reason,
+            invalid_since=row.invalid_since,
+            last_error=row.last_error,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -216,6 +221,8 @@ class TaskStatus:
             "file": self.file,
             "line": self.line,
             "expected_seconds": self.expected_seconds,
+            "invalid_since": self.invalid_since,
+            "last_error": self.last_error,
         }
 
 
@@ -232,6 +239,9 @@ class StoredProblem:
     severity: str
     message: str
     found_at: datetime
+
+    def __str__(self) -> str:
+        return describe(self.file, self.line, self.cell, self.task, self.severity, self.message)
 
     @classmethod
     def from_row(cls, row: ProblemRow) -> "StoredProblem":

@@ -45,7 +45,7 @@ from scheduler.store.records import (
 )
 
 if TYPE_CHECKING:
-    from scheduler.spec.definitions import Problem, Task
+    from scheduler.spec.definitions import InvalidTask, Problem, Task
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Store:
             if any(run.codops == codops and run.task == task for run in self.running_runs()):
                 raise AlreadyRunning(f"task {codops}/{task} already has a running run") from error
             raise
-        log.info("run %s of %s/%s started (version %s)", row.id, codops, task, version)
+        log.debug("run %s of %s/%s started (version %s)", row.id, codops, task, version)
         return Run.from_row(row)
 
     def attach(
@@ -213,10 +213,12 @@ class Store:
                 row.peak_memory_bytes = peak_memory_bytes
             task_row = session.get(TaskRow, (row.codops, row.task))
             if task_row is not None and task_row.last_run_id in (row.id, None):
-                task_row.state = TaskState.FINISHED.value
+                invalid = task_row.invalid_since is not None  # it turned invalid while this run went on
+                task_row.state = (TaskState.INVALID if invalid else TaskState.FINISHED).value
                 task_row.last_status = status.value
                 task_row.last_finished_at = now
                 task_row.last_duration_seconds = row.duration_seconds
+                task_row.last_error = error
                 if status is RunStatus.SUCCEEDED:
                     task_row.last_success_at = now
                 if next_due is not None:
@@ -225,7 +227,7 @@ class Store:
             if status is RunStatus.SUCCEEDED and task_row is not None:
                 session.flush()
                 task_row.expected_seconds = expected_duration(self._successes(session, row.codops, row.task))
-        log.info("run %s of %s/%s %s: %s", run_id, row.codops, row.task, status.value, outcome)
+        log.debug("run %s of %s/%s %s: %s", run_id, row.codops, row.task, status.value, outcome)
         return Run.from_row(row)
 
     def record_progress(
@@ -326,11 +328,19 @@ class Store:
 
     # -- tasks ----------------------------------------------------------------------------------------
 
-    def upsert_tasks(self, codops: str, tasks: Iterable["Task"]) -> list[str]:
-        """Make ``tasks`` the current tasks of ``codops``; returns the names newly marked removed.
+    def upsert_tasks(
+        self,
+        codops: str,
+        tasks: Iterable["Task"],
+        invalid: Iterable[tuple["InvalidTask", str | None]] = (),
+    ) -> list[str]:
+        """Make ``tasks`` the current tasks of ``codops``, and ``invalid`` (each with the version it is
+        invalid at) its INVALID ones; returns the names newly marked removed.
 
         New tasks start PENDING; a task that is gone keeps its row and history, marked removed until it
-        comes back. The state of existing tasks is left alone.
+        comes back. The state of existing tasks is left alone, but for INVALID: a task turning invalid
+        becomes INVALID (a running run ends first), with its problem as the reason and the version it
+        turned invalid at; one valid again is PENDING.
         """
         now = self._now()
         removed = []
@@ -344,11 +354,30 @@ class Store:
                 if row is None:
                     row = TaskRow(codops=codops, task=task.name, state=TaskState.PENDING.value)
                     session.add(row)
+                if row.state == TaskState.INVALID.value:
+                    row.state, row.reason = TaskState.PENDING.value, None
+                row.invalid_since = None
                 row.loop, row.executor = task.loop, task.executor.value
                 row.enabled = task.definition.enabled
                 row.file, row.line = task.file, task.line
                 row.updated_at, row.removed_at = now, None
                 seen.add(task.name)
+            for bad, version in invalid:
+                if bad.codops != codops or bad.name in seen:
+                    continue
+                row = rows.get(bad.name)
+                if row is None:
+                    row = TaskRow(
+                        codops=codops, task=bad.name, loop=bad.loop, executor=bad.executor.value, enabled=True
+                    )
+                    session.add(row)
+                if row.state != TaskState.RUNNING.value:
+                    row.state = TaskState.INVALID.value
+                if row.invalid_since is None:
+                    row.invalid_since = version or "unknown"
+                row.reason, row.file, row.line = bad.problem, bad.file, bad.line
+                row.updated_at, row.removed_at = now, None
+                seen.add(bad.name)
             for name, row in rows.items():
                 if name not in seen and row.removed_at is None:
                     row.removed_at = row.updated_at = now
@@ -358,14 +387,16 @@ class Store:
         return sorted(removed)
 
     def set_pending(self, codops: str, tasks: Iterable[str]) -> None:
-        """Mark tasks as waiting their turn (a loop pass starts); RUNNING tasks are left alone."""
+        """Mark tasks as waiting their turn (a loop pass starts); RUNNING and INVALID tasks are left alone
+        (what a task waits for, if anything, is ``set_waiting``'s)."""
         names = list(tasks)
+        values = {"state": TaskState.PENDING.value}
         with self._session(write=True) as session:
             session.execute(
                 update(TaskRow)
                 .where(TaskRow.codops == codops, TaskRow.task.in_(names))
-                .where(TaskRow.state != TaskState.RUNNING.value)
-                .values(state=TaskState.PENDING.value)
+                .where(TaskRow.state.not_in([TaskState.RUNNING.value, TaskState.INVALID.value]))
+                .values(**values)
             )
 
     def set_waiting(self, codops: str, task: str, reason: str | None) -> None:

@@ -142,3 +142,20 @@ def test_demo_runs_the_service_on_a_sample_repository(tmp_path: Path) -> None:
     )
     assert log.stdout.count("\n") == 1
     assert cli("validate", repo, "--codops", "default", "--strict").returncode == 0
+
+
+def test_a_port_in_use_is_one_line_naming_the_port_and_the_flag(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("demo", "--workspace", tmp_path, "--port", str(port))
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if not line[:4].isdigit()]  # not log lines
+    assert errors == [
+        f"peach-scheduler demo: port {port} on 127.0.0.1 is already in use: stop what listens there, or "
+        "choose another port with --port N (or http.port in the configuration)"
+    ]
+    assert "Traceback" not in done.stderr + done.stdout

@@ -147,11 +147,16 @@ def test_broken_requirement_is_a_clear_error_with_backoff(tmp_path: Path, wheels
     assert "peachtiny-missing" in message.split(": ", 1)[1]  # the resolver's own words follow
     assert first.value.retry_at == clock.now + 60
     assert store.builds == 1 and not list((tmp_path / "envs" / "envs").glob("*"))
-    clock.now += 30  # within the backoff: no new attempt, the same error
+    assert store.backing_off(["peachtiny==1.0"]) is None  # another set never failed
+    clock.now += 30  # within the backoff: no new attempt, the same error; the loop is told before a run
+    waiting = store.backing_off(["peachtiny-missing==9.9", "peachtiny==1.0"])
+    assert waiting and waiting.startswith("environment failing: could not install 'peachtiny-missing==9.9'")
+    assert waiting.endswith("(failed 1 time(s)); next try at 2027-01-15 08:01:00 UTC"), waiting
     with pytest.raises(EnvironmentBuildError, match=r"failed 1 time\(s\); next try in 30 s"):
         store.ensure(["peachtiny-missing==9.9", "peachtiny==1.0"])
     assert store.builds == 1
     clock.now += 31  # backoff over: one more attempt, then twice as long
+    assert store.backing_off(["peachtiny==1.0", "peachtiny-missing==9.9"]) is None
     with pytest.raises(EnvironmentBuildError) as second:
         store.ensure(["peachtiny==1.0", "peachtiny-missing==9.9"])
     assert store.builds == 2 and second.value.retry_at == clock.now + 120

@@ -496,6 +496,12 @@ def uv_failing(root: Path) -> Report:
 
             wait_for(refused, 60, "a run failing on its environment")
             report.detect = time.monotonic() - began
+
+            def waiting() -> str | None:  # between two attempts the task is PENDING, saying why
+                task = next(t for t in service.store.task_states("alpha") if t.task == "needs")
+                return task.reason if task.state.value == "PENDING" else None
+
+            reason = wait_for(waiting, 30, "the task PENDING with its environment's failure")
             wait_for(lambda: len(refused()) >= 4, 30, "more refused runs")
             wait_for(lambda: len(succeeded(service, "beta", "ok", since)) >= 3, 30, "beta runs")
             builds = metric(service, "peach_environment_builds_total", result="failed")
@@ -526,6 +532,7 @@ def uv_failing(root: Path) -> Report:
                 "logs": [log_text(r) if r.log_path else None for r in during],
                 "builds_failed": builds,
                 "attempts": attempts,
+                "pending_reason": reason,
                 "others": [r.status for r in others],
                 "after_log": log_text(ok_run),
                 "codes": codes,

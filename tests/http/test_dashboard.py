@@ -48,6 +48,8 @@ TAIL = (
     "        time.sleep(0.2)\n"
 )
 HOURLY = {"every": "1h"}
+# An exception whose message is far wider than any screen: the runs table must still show every column.
+WORDY = "def main():\n    raise ValueError('the input table ' + 'is much longer than expected, ' * 30)\n"
 # A definition file whose name and content are markup: its problems are shown as text, never run.
 HOSTILE_FILE = "peach.conf/<img src=x onerror=window.pwned=5>.yaml"
 HOSTILE_KEY = "<script>window.pwned=6</script>"
@@ -68,6 +70,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             "ok": (QUICK, HOURLY),
             "flaky": (FLAKY, {**HOURLY, "args": {"marker": marker}}),
             "xss": (XSS, HOURLY),
+            "wordy": (WORDY, HOURLY),
         },
     )
     beta = org_repo(
@@ -84,7 +87,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     started = Service(config, environ={"PEACH_TEST_TOKEN": TOKEN})
     started.start()
     try:
-        for codops, task in (("alpha", "ok"), ("alpha", "flaky"), ("alpha", "xss"), ("beta", "meta")):
+        for codops, task in (
+            ("alpha", "ok"),
+            ("alpha", "flaky"),
+            ("alpha", "xss"),
+            ("alpha", "wordy"),
+            ("beta", "meta"),
+        ):
             wait_for(lambda c=codops, t=task: finished(started, c, t) >= 1, 90, f"a run of {codops}/{task}")
         yield started
     finally:
@@ -165,10 +174,10 @@ def test_tasks_table_shows_state_last_status_and_duration(service: Service, page
     expect(row.nth(4)).to_have_text(re.compile(r"\d+\.\d s"))
     ok = next(task for task in tasks if task.task == "ok")
     started = iso(ok.last_started_at) or ""
-    expect(row.nth(3)).to_have_text(started.replace("T", " ")[:19] + "Z")
+    expect(row.nth(3)).to_have_text(started.replace("T", " ")[:19])  # UTC, as the header says
     due = iso(ok.next_due)  # the loop sets it after each run of a task with `every`
     assert due is not None
-    expect(row.nth(7)).to_have_text(due.replace("T", " ")[:19] + "Z")
+    expect(row.nth(7)).to_have_text(due.replace("T", " ")[:19])
 
 
 def test_runs_table_and_chart_points_match_the_database(service: Service, page: Page) -> None:
@@ -313,3 +322,62 @@ def test_durations_endpoint_downsamples_and_the_page_is_self_contained(service: 
         html = response.read().decode()
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert "http" not in html  # no CDN: every asset comes from the service
+
+
+@pytest.mark.parametrize("width", [1280, 1500, 1920])
+def test_runs_table_keeps_every_column_in_view_and_shows_the_error(
+    service: Service, page: Page, width: int
+) -> None:
+    page.set_viewport_size({"width": width, "height": 900})
+    open_task(page, service, "alpha", "wordy")
+    run = service.store.list_runs(codops="alpha", task="wordy")[0]
+    assert run.error and run.error.startswith("ValueError: the input table is much longer")
+    row = page.locator(f'#runs tbody tr[data-run="{run.id}"]')
+    error = row.locator(".error-line")
+    expect(error).to_be_visible()
+    expect(error).to_have_attribute("title", run.error)  # the full text on hover
+    pane = page.locator(".runs-pane").bounding_box()
+    assert pane is not None and pane["x"] + pane["width"] <= width
+    cells = row.locator("td")
+    for index, name in (
+        (0, "Version"),
+        (1, "Start"),
+        (2, "Status"),
+        (3, "Duration"),
+        (5, "Actions"),
+        (6, "Diff"),
+    ):
+        box = cells.nth(index).bounding_box()
+        assert box is not None, name
+        assert box["x"] >= pane["x"] - 1 and box["x"] + box["width"] <= pane["x"] + pane["width"] + 1, (
+            name,
+            box,
+        )
+    for control in ("button.show-log", "button.keep", "input.pick"):
+        expect(row.locator(control)).to_be_in_viewport()
+    expect(cells.nth(3)).to_have_text(re.compile(r"\d+\.\d s"))
+
+    row.locator("button.show-log").click()
+    expect(page.locator("#log-title")).to_contain_text(run.id)
+    assert page.locator(".runs-pane").evaluate("pane => pane.scrollLeft") == 0  # Version, Start stay
+    expect(cells.nth(0)).to_be_in_viewport()
+    shot(page, f"runs-{width}")
+    error.click()  # expands in place
+    expect(error).to_have_class(re.compile("expanded"))
+
+
+def test_task_list_shows_the_last_error_and_invalid_tasks_with_their_problem(
+    service: Service, page: Page
+) -> None:
+    page.goto(url(service, "?codops=alpha"))
+    wordy = page.locator('#tasks tbody tr[data-task="alpha/wordy"] td')
+    expect(wordy.nth(2).locator(".error-line")).to_contain_text("ValueError: the input table")
+
+    bad = next(t for t in service.store.task_states("beta") if t.task == "bad")
+    assert bad.state.value == "INVALID" and bad.reason and "unknown task key 'colour'" in bad.reason
+    page.goto(url(service, "?codops=beta"))
+    cells = page.locator('#tasks tbody tr[data-task="beta/bad"] td')
+    expect(cells.nth(1)).to_contain_text("INVALID")
+    expect(cells.nth(1)).to_contain_text(f"since {bad.invalid_since}")
+    expect(cells.nth(1).locator(".why")).to_have_attribute("title", bad.reason)
+    shot(page, "invalid")

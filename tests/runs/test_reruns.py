@@ -2,6 +2,7 @@
 child processes, the real HTTP server and CLI processes, SQLite and PostgreSQL."""
 
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -184,8 +185,13 @@ def test_rerun_runs_the_recorded_commit_with_its_pins_and_diff_shows_the_changes
 
     shown_text = cli("runs", "show", rerun.id, "--config", config)
     assert shown_text.returncode == 0, shown_text.stderr
-    assert f"rerun_of:        {run_a.id}" in shown_text.stdout
-    assert f"commit:      {commit_a}" in shown_text.stdout and "  peachbase==1.0" in shown_text.stdout
+    assert re.search(rf"^rerun_of: +{run_a.id}$", shown_text.stdout, re.MULTILINE)  # aligned fields
+    assert f"commit:       {commit_a}" in shown_text.stdout and "  peachbase==1.0" in shown_text.stdout
+    # the task's code as code, not the runner's escaped JSON line nor the progress helper's source
+    assert "CHUNKS = ...  # the code above" in shown_text.stdout
+    assert "PROGRESS_HELPER = ...  # the source of executors/peach_progress.py" in shown_text.stdout
+    assert "def report(" not in shown_text.stdout
+    assert "      print('code A', label" in shown_text.stdout
 
 
 @pytest.mark.parametrize("state_url", ["sqlite"], indirect=True)  # the store's part runs on both below

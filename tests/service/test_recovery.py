@@ -1,6 +1,7 @@
 """Restart recovery, the service's side: each executor asked about the runs of its kind, the answers applied
 in one place (closed runs noted, settled, finished; re-attached runs finished by the run supervisor)."""
 
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 from executors.environments import EnvironmentStore
 from executors.python import PythonExecutor
 from scheduler.metrics import Metrics
+from scheduler.runs import supervise
 from scheduler.runs.supervise import Runtime
 from scheduler.service.recovery import recover
 from scheduler.spec.taskspec import ExecutorKind
@@ -114,3 +116,44 @@ def test_a_failing_executor_closes_its_runs_rather_than_leave_them_running(tmp_p
     }
     assert store.running_runs() == [] and recovered.resumed == []
     store.close()
+
+
+def test_a_lost_run_ends_when_it_was_last_known_alive_not_at_the_restart(tmp_path: Path) -> None:
+    started = datetime.now(UTC) - timedelta(minutes=20)
+    moments = iter([started])
+    store = Store.from_url(
+        f"sqlite:///{tmp_path / 'state.db'}", clock=lambda: next(moments, datetime.now(UTC))
+    )
+    environments = EnvironmentStore(tmp_path / "envs")
+    python = PythonExecutor(environments, tmp_path / "runs")
+    runtime = Runtime(store, Metrics(), {ExecutorKind.PYTHON: python})
+    run = store.start_run("chrts", "quiet", loop="chrts", executor="python", version="a")
+    log = python.runs.log_path(run.id)
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"[peach] the last line before the crash\n")
+    alive_at = started + timedelta(minutes=5)  # its supervisor's last heartbeat, then the crash
+    os.utime(log, (alive_at.timestamp(), alive_at.timestamp()))
+    store.attach(run.id, handle="pid:999999999", log_path=str(log))
+
+    (lost,) = recover(runtime, python.runs.log_path).closed
+    assert lost.status is RunStatus.LOST
+    assert lost.finished_at is not None and abs((lost.finished_at - alive_at).total_seconds()) < 0.01
+    assert lost.duration_seconds == pytest.approx(300, abs=0.01)  # not the 20 minutes until the restart
+    store.close()
+
+
+def test_a_supervised_run_touches_its_log_as_a_heartbeat(tmp_path: Path) -> None:
+    log = tmp_path / "output.log"
+    log.write_text("")
+    os.utime(log, (0, 0))
+
+    class Quiet:  # what _heartbeat reads of an execution
+        log_path = log
+
+    beat = supervise._heartbeat(Quiet(), float("-inf"))  # type: ignore[arg-type]
+    assert abs(log.stat().st_mtime - time.time()) < 5
+    os.utime(log, (0, 0))
+    assert supervise._heartbeat(Quiet(), beat) == beat  # within HEARTBEAT: not touched again
+    assert log.stat().st_mtime == 0
+    missing = type("Gone", (), {"log_path": tmp_path / "none"})()
+    assert supervise._heartbeat(missing, float("-inf")) > beat - 1  # no log yet: no error

@@ -337,9 +337,8 @@ CASES = [
     Case(
         "missing-method-in-notebook",
         bad_task(NB_TASK, **{"nb/t.ipynb": notebook("def other():\n    pass\n")}),
-        "method 'train' is not defined at the top level",
-        None,
-        file="nb/t.ipynb",
+        "method 'train' is not defined at the top level of nb/t.ipynb",
+        9,  # the task's method key
     ),
     Case(
         "method-only-nested",

@@ -47,13 +47,19 @@ def test_full_notebook_runs_all_cells_in_order_with_args(tmp_path: Path) -> None
 
 
 def test_only_the_defining_cell_runs_by_default(tmp_path: Path) -> None:
-    proc = run_task(
-        tmp_path,
-        task_yaml("train", extra="    args: {radius: 2}\n"),
-        {"nb/t.ipynb": notebook(HELPERS, TRAIN)},
+    # The helper in cell 1 is not part of the task's code: the run would end in a NameError, so the
+    # definitions refuse it up front (tests/spec/test_cross_cell.py), and a self-contained cell runs alone.
+    repo = write_repo(
+        tmp_path / "repo", {"peach.yaml": task_yaml("train"), "nb/t.ipynb": notebook(HELPERS, TRAIN)}
     )
-    assert proc.returncode == 1
-    assert "NameError: name 'area' is not defined" in proc.stderr
+    assert [p.message for p in load_definitions(repo).errors] == [
+        "'area' is defined in cell 1, which does not run without full_notebook: true"
+    ]
+    alone = "import math\ndef train():\n    print(math.tau)\n"
+    proc = run_task(
+        tmp_path / "alone", task_yaml("train"), {"nb/t.ipynb": notebook("import os\nmath = os", alone)}
+    )
+    assert (proc.returncode, proc.stdout) == (0, "6.283185307179586\n")
 
 
 def test_failing_entry_function_exits_non_zero_with_its_traceback(tmp_path: Path) -> None:

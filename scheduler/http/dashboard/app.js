@@ -51,8 +51,21 @@ function say(text, isError) {
 
 // -- formatting ---------------------------------------------------------------------------------------
 
+// Times are UTC, as everywhere in peach-scheduler; the column headers say so.
 function when(iso) {
-  return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "—";
+  return iso ? iso.replace("T", " ").replace(/(\.\d+)?Z$/, "") : "—";
+}
+
+// Long text (an outcome, an error, a reason) on one line, cut with an ellipsis; the full text on hover
+// (title) and, on a click, in place.
+function clipped(text, className) {
+  const span = el("span", { className: `clip ${className || ""}`.trim(), title: text, tabindex: "0" }, text);
+  span.addEventListener("click", () => span.classList.toggle("expanded"));
+  return span;
+}
+
+function elapsed(iso) {
+  return Math.max((Date.now() - Date.parse(iso)) / 1000, 0);
 }
 
 function memory(bytes) {
@@ -172,19 +185,23 @@ async function loadTasks() {
     });
     const trigger = el("button", { type: "button", className: "trigger", "data-focus": `trigger:${key}`, "aria-label": `trigger ${name}` }, "Trigger");
     trigger.addEventListener("click", () => act(`${API}/organisations/${encodeURIComponent(task.codops)}/tasks/${encodeURIComponent(task.task)}/trigger`, `trigger of ${key}`));
+    const running = task.state === "RUNNING" && Boolean(task.last_started_at);
     return el(
       "tr",
       { "data-task": key, className: key === state.task ? "selected" : null },
       el("td", {}, link, task.enabled ? null : el("span", { className: "muted" }, " (disabled)")),
       el(
         "td",
-        {},
-        el("span", { className: `state st-${task.state.toLowerCase()}`, title: task.reason || "" }, task.state),
-        task.reason ? el("span", { className: "muted reason" }, ` ${task.reason}`) : null,
+        { className: "state-cell" },
+        el("span", { className: `state st-${task.state.toLowerCase()}` }, task.state),
+        task.invalid_since ? el("span", { className: "muted" }, " since ", el("code", {}, task.invalid_since.slice(0, 12))) : null,
+        task.reason ? clipped(task.reason, "why") : null,
       ),
-      el("td", {}, statusBadge(task.last_status)),
+      // One run per row: a running task shows its running run (start, time so far), not the previous
+      // run's status and duration next to the new run's start.
+      el("td", { className: "status-cell" }, ...(running ? [statusBadge("RUNNING")] : [statusBadge(task.last_status), task.last_error ? clipped(task.last_error, "error-line") : null])),
       el("td", {}, when(task.last_started_at)),
-      el("td", { className: "num" }, duration(task.last_duration_seconds)),
+      el("td", { className: "num" }, running ? `${duration(elapsed(task.last_started_at))} so far` : duration(task.last_duration_seconds)),
       el("td", {}, task.executor),
       el("td", {}, task.loop),
       el("td", {}, when(task.next_due)),
@@ -294,13 +311,14 @@ function renderRuns(runs, codops) {
       "tr",
       { "data-run": run.id, "data-status": run.status, className: state.tail && state.tail.runId === run.id ? "selected" : null },
       el("td", {}, commitLink(run, codops)),
-      el("td", {}, when(run.started_at)),
+      el("td", { title: when(run.started_at) }, when(run.started_at).slice(5)), // MM-DD hh:mm:ss, the year on hover
       el(
         "td",
-        {},
+        { className: "status-cell" },
         statusBadge(run.status),
-        run.outcome ? el("span", { className: "muted" }, ` ${run.outcome}`) : null,
-        run.rerun_of ? el("span", { className: "muted rerun-of" }, ` (rerun of ${run.rerun_of})`) : null,
+        run.outcome ? clipped(run.outcome, "muted outcome") : null,
+        run.error ? clipped(run.error, "error-line") : null,
+        run.rerun_of ? el("span", { className: "muted rerun-of clip" }, `(rerun of ${run.rerun_of})`) : null,
         run.status === "RUNNING" ? progressCell(run, true) : null,
       ),
       el(
@@ -311,11 +329,12 @@ function renderRuns(runs, codops) {
         run.waited_seconds >= 1 ? el("span", { className: "muted waited", title: "waited for a capacity slot before it started" }, ` (waited ${duration(run.waited_seconds)})`) : null,
       ),
       el("td", {}, applicationLink(run)),
-      el("td", {}, log, " ", ran, " ", rerun, " ", keep, kill ? " " : null, kill),
+      el("td", { className: "actions" }, log, " ", ran, " ", rerun, " ", keep, kill ? " " : null, kill),
       el("td", {}, pick),
     );
   });
   $("runs").tBodies[0].replaceChildren(...rows);
+  $("runs").classList.toggle("no-app", !runs.some((run) => run.application_id)); // local runs: no column
   $("diff-runs").disabled = state.picked.length !== 2;
   restoreFocus(focus);
 }
