@@ -95,7 +95,7 @@ def bare(runners: list[Path], python: str, seconds: float) -> float:
 
 
 def write_config(
-    root: Path, repos: dict[str, Path], loops: dict[str, object], git: dict[str, object]
+    root: Path, repos: dict[str, Path], loops: dict[str, object], git: dict[str, object] | None = None
 ) -> Path:
     """``root/config.yaml``: one organisation per repository, workspace under ``root``, any free port."""
     path = root / "config.yaml"
@@ -106,7 +106,7 @@ def write_config(
                 "workspace": str(root / "ws"),
                 "http": {"host": "127.0.0.1", "port": 0},
                 "loops": loops,
-                "git": git,
+                "git": git or {},
                 "organisations": organisations,
             }
         )

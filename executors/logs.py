@@ -19,6 +19,7 @@ Design (one writer thread per run, files only, memory bounded by the tail size):
 """
 
 import contextlib
+import gzip
 import logging
 import os
 import selectors
@@ -68,6 +69,12 @@ def append_note(path: Path, text: str, wall: Callable[[], float] = time.time) ->
     how a run ended when its supervisor was gone, e.g. closed as LOST at a restart."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = note_line(text, wall())
+    if path.name.endswith(".gz"):  # settled already (the scheduler died before closing the run): one
+        with gzip.open(path, "rb") as packed:  # more gzip member, so that the file stays one gzip stream
+            ends_open = (packed.read() or b"\n")[-1:] != b"\n"
+        with gzip.open(path, "ab") as packed:
+            packed.write(b"\n" + line if ends_open else line)
+        return
     with path.open("ab+") as file:
         if file.seek(0, os.SEEK_END) > 0:
             file.seek(-1, os.SEEK_END)

@@ -75,8 +75,8 @@ class TextFamily:
         return None if value is None else value[0]
 
     def text(self) -> str:
-        with self._lock:
-            return self._header + "".join(self._lines.values()) if self._lines else ""
+        with self._lock:  # announced even without series, as prometheus_client does
+            return self._header + "".join(self._lines.values())
 
     def samples(self) -> Iterator[Sample]:
         with self._lock:

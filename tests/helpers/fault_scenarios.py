@@ -502,7 +502,7 @@ def uv_failing(root: Path) -> Report:
                 return task.reason if task.state.value == "PENDING" else None
 
             reason = wait_for(waiting, 30, "the task PENDING with its environment's failure")
-            wait_for(lambda: len(refused()) >= 4, 30, "more refused runs")
+            wait_for(lambda: len(refused()) >= 4, 120, "more refused runs")  # uv retries ~7 s each
             wait_for(lambda: len(succeeded(service, "beta", "ok", since)) >= 3, 30, "beta runs")
             builds = metric(service, "peach_environment_builds_total", result="failed")
             attempts = len(refused())

@@ -15,7 +15,16 @@ import pytest
 from tests.helpers.promql import EXPORTED, LABEL_VALUES
 
 CODOPS = "chrts"
-SAMPLE_LABELS = {"codops": CODOPS, "task": "train", "loop": CODOPS, "executor": "spark", "source": "api"}
+SAMPLE_LABELS = {
+    "codops": CODOPS,
+    "task": "train",
+    "loop": CODOPS,
+    "executor": "spark",
+    "source": "api",
+    "outcome": "changed",
+    "channel": "email",
+    "kind": "local",
+}
 BUCKETS = ("1", "60", "3600", "+Inf")
 
 
@@ -63,6 +72,13 @@ class LiveSamples:
         self.metrics.resourcemanager_event("failover")
         self.metrics.resourcemanager_event("request")
         self.metrics.webhook("github", "changed")
+        self.metrics.resourcemanager_event("refused")
+        self.metrics.kerberos_event("renewed")
+        self.metrics.kerberos_event("failure")
+        self.metrics.notification("email", "ok")
+        self.metrics.config_reload("ok")
+        self.metrics.capacity_waited(CODOPS, 3.0)
+        self.metrics.watch_capacity(lambda: {"local": (4, 1, 0)})
         self.metrics.env_build("failed")
         self.metrics.env_cache_hit()
         text: str = self.metrics.render().decode()

@@ -48,6 +48,15 @@ EXPORTED: Mapping[str, frozenset[str]] = {
     "peach_resourcemanager_failovers_total": frozenset(),
     "peach_resourcemanager_requests_total": frozenset(),
     "peach_webhooks_total": frozenset({"source", "outcome"}),
+    "peach_resourcemanager_refusals_total": frozenset(),
+    "peach_kerberos_renewal_failures_total": frozenset(),
+    "peach_kerberos_renewals_total": frozenset(),
+    "peach_notifications_total": frozenset({"channel", "result"}),
+    "peach_config_reloads_total": frozenset({"result"}),
+    "peach_capacity_slots": frozenset({"kind"}),
+    "peach_capacity_in_use": frozenset({"kind"}),
+    "peach_capacity_waiting": frozenset({"kind"}),
+    **_histogram("peach_capacity_wait_seconds", frozenset({"codops"})),
 }
 
 # Label values our queries match literally, and the values the scheduler writes.

@@ -166,12 +166,14 @@ async function loadOrganisations() {
 // -- tasks --------------------------------------------------------------------------------------------
 
 async function loadTasks() {
-  const metadata = state.codops === METADATA;
+  const codops = state.codops;
+  const metadata = codops === METADATA;
   const tasks = await getJSON(
-    metadata ? `${API}/tasks?loop=${METADATA}` : `${API}/organisations/${encodeURIComponent(state.codops)}/tasks`,
+    metadata ? `${API}/tasks?loop=${METADATA}` : `${API}/organisations/${encodeURIComponent(codops)}/tasks`,
   );
-  const problems = metadata ? [] : await getJSON(`${API}/organisations/${encodeURIComponent(state.codops)}/problems`);
+  const problems = metadata ? [] : await getJSON(`${API}/organisations/${encodeURIComponent(codops)}/problems`);
   const loops = await getJSON(`${API}/loops`);
+  if (state.codops !== codops) return; // another organisation was chosen meanwhile: its own load renders
   $("tasks-title").textContent = metadata ? "Tasks of the metadata loop" : `Tasks of ${state.codops}`;
   renderProblems(problems);
   const focus = rememberFocus();
@@ -569,8 +571,12 @@ async function act(path, what, method = "POST") {
 // -- refresh ------------------------------------------------------------------------------------------
 
 let refreshing = false;
+let refreshAgain = false; // asked while one was going (another organisation chosen): run once more after
 async function refresh() {
-  if (refreshing) return;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
   refreshing = true;
   try {
     await loadOrganisations();
@@ -587,6 +593,10 @@ async function refresh() {
     $("updated").className = "error";
   } finally {
     refreshing = false;
+    if (refreshAgain) {
+      refreshAgain = false;
+      refresh();
+    }
   }
 }
 
