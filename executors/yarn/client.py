@@ -206,11 +206,11 @@ class ResourceManager:
     ) -> tuple[str, dict[str, bytes]]:
         """The AM (driver) container's stdout/stderr: (the source used, {file: content}).
 
-        While log aggregation is going, the NodeManager that ran the container is asked first: it serves
-        the files until they are uploaded (saving the seconds aggregation takes). Otherwise this waits up
-        to ``wait`` seconds for aggregation to settle; with aggregation done and a log server configured,
-        the logs come from it; else (aggregation disabled, failed or still going) from the NodeManager,
-        which keeps them when aggregation is disabled.
+        Waits up to ``wait`` seconds for log aggregation to settle. With aggregation done and a log server
+        configured, the logs come from it; otherwise (aggregation disabled, failed or still going) from the
+        NodeManager that ran the container, which keeps them when aggregation is disabled. (Asking the
+        NodeManager while aggregation is still going was tried: a killed application's container may still
+        be writing then, and the real-YARN timeout scenario got a driver log without its last output.)
         """
         attempts = self.attempts(app_id)
         if not attempts:
@@ -224,8 +224,6 @@ class ResourceManager:
 
         end = time.monotonic() + wait
         status = self._aggregation(app_id)
-        if status in AGGREGATING and (found := self._serve(container, nodemanager(status), max_bytes)):
-            return found
         while status in AGGREGATING and time.monotonic() < end:
             self._sleep(poll)
             status = self._aggregation(app_id)

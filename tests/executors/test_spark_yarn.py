@@ -317,29 +317,27 @@ def test_driver_logs_after_aggregation_as_hadoop_serves_them(rm: FakeResourceMan
     assert yarn.driver_logs(app_id, f"{rm.url}/logserver", 1024, wait=0)[1] == {}
 
 
-def test_driver_logs_while_aggregation_goes_come_from_the_node_or_after_it(rm: FakeResourceManager) -> None:
+def test_driver_logs_wait_for_aggregation_to_end_then_come_from_the_log_server(
+    rm: FakeResourceManager,
+) -> None:
     app_id = rm.submit("peach-chrts-job", "chrts", ["peach"])
     container = rm.container(app_id)
-    rm.set_state(app_id, "FINISHED", "SUCCEEDED")
+    rm.set_state(app_id, "KILLED", "KILLED")
     rm.apps[app_id]["logAggregationStatus"] = "RUNNING"
-    rm.node_logs[container] = {"stdout": "still on the node\n"}
+    rm.node_logs[container] = {"stdout": "a snapshot while the container may still write\n"}
+    rm.server_logs[container] = {"stdout": "aggregated, complete\n"}
     sleeps: list[float] = []
-    yarn = ResourceManager([rm.url], timeout=2.0, retries=2, sleep=sleeps.append)
-    source, files = yarn.driver_logs(app_id, f"{rm.url}/logserver", 1024)
-    assert files == {"stdout": b"still on the node\n"} and "log aggregation RUNNING" in source
-    assert sleeps == []  # not waited for
-
-    del rm.node_logs[container]  # uploaded already: the node has nothing, so wait for the log server
-    rm.server_logs[container] = {"stdout": "aggregated\n"}
 
     def aggregation_ends(seconds: float) -> None:
         sleeps.append(seconds)
-        rm.apps[app_id]["logAggregationStatus"] = "SUCCEEDED"
+        if len(sleeps) == 2:
+            rm.apps[app_id]["logAggregationStatus"] = "SUCCEEDED"
 
     yarn = ResourceManager([rm.url], timeout=2.0, retries=2, sleep=aggregation_ends)
     source, files = yarn.driver_logs(app_id, f"{rm.url}/logserver", 1024)
-    assert source == f"aggregated logs from {rm.url}/logserver" and files == {"stdout": b"aggregated\n"}
-    assert sleeps == [0.25]
+    assert source == f"aggregated logs from {rm.url}/logserver"
+    assert files == {"stdout": b"aggregated, complete\n"}
+    assert sleeps == [0.25, 0.25]  # asked every 0.25 s until aggregation ended
 
 
 def test_unwrap_keeps_a_file_as_written() -> None:
