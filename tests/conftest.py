@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,6 +53,20 @@ def start_service(config: Path, log: Path) -> "subprocess.Popen[bytes]":
             start_new_session=True,
             env={**os.environ, "PEACH_TEST_TOKEN": "t"},
         )
+
+
+def stopped(service: "subprocess.Popen[bytes]", log: Path, timeout: float = 60) -> int:
+    """The exit code of ``service`` after SIGTERM; on ``timeout``, fails with every thread's stack
+    (the service dumps them on SIGUSR1) and the log's tail."""
+    service.send_signal(signal.SIGTERM)
+    try:
+        return service.wait(timeout)
+    except subprocess.TimeoutExpired:
+        service.send_signal(signal.SIGUSR1)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.wait(5)
+        lines = log.read_text(errors="replace").splitlines()[-300:]
+        pytest.fail(f"the service did not stop {timeout} s after SIGTERM:\n" + "\n".join(lines))
 
 
 @pytest.fixture

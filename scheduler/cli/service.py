@@ -1,7 +1,9 @@
 """The service: ``run`` (forever), ``demo`` (on a sample repository) and ``once`` (one pass, then exit)."""
 
 import argparse
+import faulthandler
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +58,7 @@ def _run(args: argparse.Namespace, config: "Config | None" = None) -> Exit:
 
     config = config or load(args)
     configure_logging()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # every thread's stack, for a stuck service
     if args.port is not None:  # as PEACH_HTTP_PORT, so that a reload sees the same port
         os.environ["PEACH_HTTP_PORT"] = str(args.port)
         config = load(args)

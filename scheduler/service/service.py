@@ -17,11 +17,13 @@ from each loop's next run. An invalid file changes nothing; settings only a rest
 
 import contextlib
 import errno
+import faulthandler
 import logging
 import os
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -57,6 +59,8 @@ from scheduler.store.records import Run
 from scheduler.store.store import Store
 
 log = logging.getLogger(__name__)
+
+KILLED_WAIT = 30  # seconds the loops get to end once their runs are killed at stop
 
 
 class Service:
@@ -294,8 +298,16 @@ class Service:
                 break  # a second signal: kill now
         if any(thread.is_alive() for thread in supervisors):
             self.request_force_stop()
+        deadline = time.monotonic() + KILLED_WAIT
         for thread in supervisors:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if stuck := [thread.name for thread in supervisors if thread.is_alive()]:  # a bug of ours: say where
+            log.error(
+                "stopping: %s still going %d s after the runs were killed; every thread's stack follows",
+                ", ".join(stuck),
+                KILLED_WAIT,
+            )
+            faulthandler.dump_traceback(sys.stderr, all_threads=True)
 
     def _renewing(self) -> None:
         assert self.tickets is not None

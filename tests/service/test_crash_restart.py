@@ -39,7 +39,7 @@ from scheduler.status import RunStatus
 from scheduler.store.models import TaskState
 from scheduler.store.records import Run
 from scheduler.store.store import Store
-from tests.conftest import start_service
+from tests.conftest import start_service, stopped
 from tests.helpers.backends import create_database, drop_database, wait_for
 from tests.helpers.orgs import log_text, org_repo, write_config
 
@@ -155,8 +155,8 @@ def crash_and_restart(tmp_path: Path, state_url: str | None, kills: int, service
         90,
         "a run finished after the last restart",
     )
-    service.send_signal(signal.SIGTERM)
-    assert service.wait(60) == 0, tail(log)
+    assert stopped(service, log) == 0, tail(log)
+    assert "still going" not in log.read_text(errors="replace"), tail(log, 300)  # a loop stuck at stop
 
     runs = all_runs(store)
     print(
