@@ -140,6 +140,7 @@ class LoopSettings(_Model):
     metadata_timeout: Seconds = 300.0  # the shared metadata loop
     pause: Seconds = 30.0  # minimum pause between two passes of a loop
     metadata_parallel: int = Field(1, ge=1, le=64)  # metadata runs at once (organisations taken in turn)
+    threads: int = Field(64, ge=1, le=4096)  # passes going at once; a loop in its pause holds no thread
     drain: Seconds = 60.0  # on SIGTERM, how long running runs may finish before they are killed
 
     @property

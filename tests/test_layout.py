@@ -29,6 +29,7 @@ LAYERS = {
         "scheduler.metrics",
         "scheduler.capacity",
         "scheduler.exposition",
+        "scheduler.workers",
     ),
     "spec": ("scheduler.spec",),
     "executors": ("executors",),

@@ -46,6 +46,7 @@ from scheduler.status import RunStatus
 from scheduler.store.models import RunTrigger
 from scheduler.store.records import Run
 from scheduler.store.store import Store
+from scheduler.workers import release_worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -392,8 +393,10 @@ def _follow(
     recorded: str | None = None
     beat = float("-inf")
     while True:
-        if grant is not None and execution.submitted:  # spark-submit is done; the run goes on (YARN)
-            grant.release_submission()
+        if execution.submitted:  # spark-submit is done; the run goes on (YARN), bounded by the cluster
+            release_worker()
+            if grant is not None:
+                grant.release_submission()
         beat = _heartbeat(execution, beat)
         if execution.handle and execution.handle != recorded:
             recorded = pending["handle"] = execution.handle

@@ -1,4 +1,4 @@
-"""The loops: one per organisation plus the shared metadata loop, each a thread running its tasks one by one.
+"""The loops: one per organisation plus the shared metadata loop, each running its tasks one by one.
 
 A pass of an organisation loop syncs the organisation's repositories, records its tasks and problems,
 then runs each enabled task that is due, in name order. Before every run the repositories are synced
@@ -27,6 +27,7 @@ from scheduler.runs.supervise import Runtime, execute
 from scheduler.spec.definitions import Severity, Task
 from scheduler.store.models import RunTrigger
 from scheduler.store.records import Run, Trigger
+from scheduler.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,12 @@ class OrganisationSource:
         return reruns.rerun(self.runtime, request, checkouts, first.workspace, first.limits)
 
 
-class Loop(threading.Thread):
-    """A loop thread: passes, separated by a pause, until the service stops."""
+class Loop:
+    """A loop: passes, separated by a pause, until the service stops. Its passes are steps on the
+    service's ``Workers``: between two passes a loop holds no thread."""
 
     def __init__(self, name: str, runtime: Runtime, pause: float) -> None:
-        super().__init__(name=f"loop-{name}", daemon=True)
+        self.name = f"loop-{name}"
         self.loop_name, self.runtime, self.pause = name, runtime, pause
         self.passes = 0
         self._last_start: dict[tuple[str, str], datetime] = {}
@@ -122,23 +124,45 @@ class Loop(threading.Thread):
         self._taken: dict[tuple[str, str], Trigger] = {}  # manual triggers of this pass not yet run
         self.retired = threading.Event()  # no new run: the organisation left the configuration
         self._pass_started = datetime.now(UTC)
-        self._wakeup = threading.Event()
+        self._workers: Workers | None = None
+        self._ended = threading.Event()
 
     @property
     def ending(self) -> bool:
         """The service stops or this loop was retired: start nothing more."""
         return self.runtime.stopping.is_set() or self.retired.is_set()
 
-    def run(self) -> None:
-        while not self.ending:
+    def start(self, workers: Workers) -> None:
+        self._workers = workers
+        workers.add(self)
+
+    def step(self) -> float | None:
+        """One pass; the pause until the next, None once the loop has ended."""
+        if not self.ending:
             self.run_pass()
-            self._wakeup.wait(self.pause)
-            self._wakeup.clear()
+        if not self.ending:
+            return self.pause
+        try:
+            self.ended()
+        finally:
+            self._ended.set()
+        return None
+
+    def ended(self) -> None:
+        """After the last pass (the service stops, or the loop was retired)."""
+
+    def is_alive(self) -> bool:
+        return self._workers is not None and not self._ended.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._workers is not None:
+            self._ended.wait(timeout)
 
     def wake(self) -> None:
         """End the pause now (a trigger, a push, the service stopping): the next pass starts at once, or
         right after the running one."""
-        self._wakeup.set()
+        if self._workers is not None:
+            self._workers.wake(self)
 
     def retire(self) -> None:
         """Start no new run; the running one finishes (never killed) and the thread ends."""
@@ -298,8 +322,7 @@ class OrganisationLoop(Loop):
         super().__init__(organisation.codops, organisation.runtime, pause)
         self.organisation, self.configured = organisation, configured
 
-    def run(self) -> None:
-        super().run()
+    def ended(self) -> None:
         back = self.configured is not None and self.loop_name in self.configured
         if self.retired.is_set() and not self.runtime.stopping.is_set() and not back:  # removed
             try:

@@ -57,6 +57,7 @@ from scheduler.service.loops import Loop, MetadataBoard, MetadataLoop, Organisat
 from scheduler.service.reload import Reload, Triggers
 from scheduler.store.records import Run
 from scheduler.store.store import Store
+from scheduler.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class Service:
             for codops, syncs in repository_syncs(config, environ, self.heads).items()
         }
         pause = config.loops.pause
+        self.workers = Workers(config.loops.threads)
         self.loops: list[Loop] = [
             OrganisationLoop(org, pause, self.organisations) for org in self.organisations.values()
         ]
@@ -251,7 +253,7 @@ class Service:
         self.recover()
         self.housekeeping.start()
         for loop in self.loops:
-            loop.start()
+            loop.start(self.workers)
         self._started = True
         log.info("service started: %d organisation loops and the metadata loop", len(self.organisations))
 
@@ -289,7 +291,7 @@ class Service:
         """After ``request_stop``: wait up to ``drain`` seconds for the loops, or until one more of
         ``signals`` arrives, then kill what still runs."""
         deadline = time.monotonic() + drain
-        supervisors: list[threading.Thread] = [*self.loops, *self.resumed]
+        supervisors: list[Loop | threading.Thread] = [*self.loops, *self.resumed]
         while (alive := [t for t in supervisors if t.is_alive()]) and time.monotonic() < deadline:
             pause = max(0.0, min(0.2, deadline - time.monotonic()))
             if signals is None:
@@ -322,6 +324,7 @@ class Service:
             thread.join(10)
             triggers.close()
         self._renewal_stop.set()
+        self.workers.close()
         self.notifier.stop()
         self.housekeeping.stop()
         if self._server is not None and self._http is not None:
@@ -379,6 +382,7 @@ class Service:
         runtime.run_memory_mib = new.capacity.run_memory
         self.capacity.resize(new.capacity.limits)
         self.metadata.parallel = max(1, new.loops.metadata_parallel)
+        self.workers.resize(new.loops.threads)
         syncs = repository_syncs(new, self.environ, self.heads)
         for codops in old.organisations.keys() - new.organisations.keys():
             self._remove_organisation(codops)
@@ -401,7 +405,7 @@ class Service:
         self.organisations[codops] = organisation
         self.loops.append(loop)
         if self._started:
-            loop.start()
+            loop.start(self.workers)
 
     def _remove_organisation(self, codops: str) -> None:
         """Its loop starts no new run; the running one finishes; then its tasks are marked removed."""

@@ -288,6 +288,7 @@ def test_termination_grace_matches_the_drain() -> None:
         "metadata_timeout": "5m",
         "pause": "30s",
         "metadata_parallel": 1,
+        "threads": 64,
         "drain": "300s",
     }
     assert "drain" in render_error({"config": {"loops": {"drain": "10m"}}})  # chart-owned

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -421,3 +422,24 @@ def test_stop_signals_are_read_from_a_pipe_not_acted_on_in_the_handler() -> None
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
+
+
+def test_loops_in_their_pause_hold_no_thread(tmp_path: Path, running: list[Service]) -> None:
+    """40 organisations on ``loops.threads: 3``: at most 3 passes at once, every organisation served,
+    and once all are in their pause the service holds far fewer threads than it has loops."""
+    codops = [f"org{i:02d}" for i in range(40)]
+    repos = {c: org_repo(tmp_path / "repos", c, {"ok": (QUICK, {"every": "1h"})}) for c in codops}
+    service = service_for(tmp_path, repos, threads=3)
+    running.append(service)
+    service.start()
+    peak = 0
+
+    def every_organisation_ran() -> bool:
+        nonlocal peak
+        peak = max(peak, service.workers.threads)  # sampled while the first passes go
+        return {run.codops for run in service.store.list_runs(limit=100) if run.status.final} == set(codops)
+
+    wait_for(every_organisation_ran, 120, "a run of every organisation")
+    assert 1 <= peak <= 3
+    wait_for(lambda: service.workers.threads <= 3, 10, "the workers to be at most the limit")
+    assert threading.active_count() < 20  # not one per loop (41 loops)
