@@ -464,26 +464,39 @@ class Service:
 
 
 class StopSignals:
-    """SIGTERM and SIGINT, received through a pipe. The handler only writes a byte: it interrupts the main
-    thread anywhere, so taking a lock there (``Event.set``, logging) can deadlock on a lock the main
-    thread holds. The main thread reads the signals with ``wait`` and acts on them itself."""
+    """SIGTERM and SIGINT, for the main thread. A signal may be delivered to any thread: Python then runs
+    its handler only once the main thread executes Python code again, and a main thread blocked in a
+    system call is not woken. So the main thread waits on a pipe that is the process's wakeup fd
+    (``signal.set_wakeup_fd``: written by the C-level handler on whichever thread got the signal), and
+    the handler itself only counts (it runs between two bytecodes of the main thread: taking a lock
+    there could deadlock). Build it in the main thread."""
 
     def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._write, False)
+        self._read, write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        self._received = self._taken = 0
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, _signum: int, _frame: object) -> None:
-        with contextlib.suppress(BlockingIOError):  # a pipe full of unread signals: one more adds nothing
-            os.write(self._write, b"!")
+        self._received += 1
 
     def wait(self, timeout: float | None = None) -> bool:
-        """True when a signal arrived within ``timeout`` seconds (None: wait for one)."""
-        ready, _, _ = select.select([self._read], [], [], timeout)
-        if ready:
-            os.read(self._read, 1)
-        return bool(ready)
+        """True when a stop signal arrived (one not taken yet) within ``timeout`` seconds (None: wait for
+        one)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._received == self._taken:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            ready, _, _ = select.select([self._read], [], [], left)
+            if ready:  # any signal with a Python handler (SIGHUP too): its handler runs before the check
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._read, 512)
+        self._taken += 1
+        return True
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from scheduler.config import load_config
 from scheduler.runs import runlogs
+from scheduler.service.reload import Triggers
 from scheduler.service.service import Service, StopSignals
 from scheduler.status import RunStatus
 from tests.helpers.backends import (
@@ -410,18 +412,49 @@ def test_yarn_addresses_and_log_server_default_from_the_clusters_yarn_site(
         service.close()
 
 
-def test_stop_signals_are_read_from_a_pipe_not_acted_on_in_the_handler() -> None:
-    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+@pytest.fixture
+def signal_handlers() -> Iterator[None]:
+    """The process's SIGTERM, SIGINT and SIGHUP handlers and wakeup fd, as they were, after the test."""
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
-        signals = StopSignals()
-        assert not signals.wait(0)
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGINT)
-        assert signals.wait(5) and signals.wait(5)  # one each, in order, none lost
-        assert not signals.wait(0)
+        yield
     finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        signal.set_wakeup_fd(-1)
+
+
+def test_stop_signals_are_counted_by_the_handler_and_taken_by_the_main_thread(signal_handlers: None) -> None:
+    signals = StopSignals()
+    assert not signals.wait(0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert signals.wait(5) and signals.wait(5)  # one each, none lost
+    assert not signals.wait(0)
+
+
+def test_signals_delivered_to_another_thread_wake_the_main_thread(signal_handlers: None) -> None:
+    """A process's signal may go to any of its threads; Python runs the handler in the main thread only
+    once that thread runs Python code again. The main thread blocked in ``StopSignals.wait`` must wake:
+    a SIGHUP taken by a loop thread reaches the reload thread, and a SIGTERM stops the service."""
+    signals, triggers = StopSignals(), Triggers(None, interval=0.5)
+    heard: list[str | None] = []
+
+    def other_thread() -> None:
+        signal.pthread_kill(threading.get_ident(), signal.SIGHUP)  # delivered to this thread
+        deadline = time.monotonic() + 20
+        while "SIGHUP" not in heard and time.monotonic() < deadline:
+            heard.append(triggers.wait())
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        assert signals.wait(30), "the main thread did not wake for a signal taken by another thread"
+        assert "SIGHUP" in heard
+    finally:
+        thread.join(30)
+        triggers.close()
 
 
 def test_loops_in_their_pause_hold_no_thread(tmp_path: Path, running: list[Service]) -> None:
