@@ -39,6 +39,7 @@ from scheduler.repos import git as gitrun
 from scheduler.service import loops
 from scheduler.service.service import Service
 from scheduler.spec.definitions import load_definitions
+from scheduler.store import database
 
 GIT = ["git", "-c", "user.name=b", "-c", "user.email=b@localhost", "-c", "init.defaultBranch=master"]
 CODE = "def main():\n    pass\n"
@@ -92,6 +93,21 @@ def bare(runners: list[Path], python: str, seconds: float) -> float:
     for thread in threads:
         thread.join()
     return done / seconds
+
+
+class TimedLock:
+    """The SQLite writer lock, timing how long each writer waited for it."""
+
+    def __init__(self, lock: "threading.RLock") -> None:
+        self.lock, self.waits = lock, []
+
+    def __enter__(self) -> None:
+        t0 = time.perf_counter()
+        self.lock.acquire()
+        self.waits.append(time.perf_counter() - t0)
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 def write_config(
@@ -171,6 +187,9 @@ def main() -> None:
         bare_seconds = min(args.seconds, 15)
         bare_before = bare(runners, sys.executable, bare_seconds)  # before and after: same background load
         service = Service(load_config(config_path))
+        writer = database._SQLITE_WRITERS[service.store.engine] = TimedLock(
+            database._SQLITE_WRITERS[service.store.engine]
+        )
         rss_start = rss_kib()
         service.start()
 
@@ -188,10 +207,12 @@ def main() -> None:
             time.sleep(1)  # warm-up: every organisation cloned and run once (first syncs are set-up)
         cpu_start = resource.getrusage(resource.RUSAGE_SELF)
         runs_before, git_at_start, commands[:], latencies[:] = finished_runs(), git_started[0], [], []
+        writer.waits[:] = []
         time.sleep(args.seconds)  # the measured period: the service works on its own meanwhile
         cpu_end = resource.getrusage(resource.RUSAGE_SELF)
         rss_end, rss_peak = rss_kib(), rss_kib("VmHWM")
         gits, threads = git_started[0] - git_at_start, threading.active_count()
+        waits = list(writer.waits)
         runs = finished_runs() - runs_before
         scrapes = []
         for _ in range(20):
@@ -228,6 +249,13 @@ def main() -> None:
             f"dispatch latency (slot granted -> process running): p50 {q[49] * 1000:.0f} ms, "
             f"p99 {q[98] * 1000:.0f} ms "
             f"over {len(latencies)} runs"
+        )
+    if len(waits) > 1:
+        w = statistics.quantiles(waits, n=100)
+        print(
+            f"state writes: {len(waits) / args.seconds:.0f}/s; waited for SQLite's writer lock: "
+            f"p50 {w[49] * 1000:.1f} ms, p99 {w[98] * 1000:.1f} ms, "
+            f"{100 * sum(waits) / args.seconds / max(threads, 1):.1f}% of the threads' time"
         )
     metrics_ms = statistics.median(scrapes) * 1000
     print("git commands in the period:", {c: commands.count(c) for c in sorted(set(commands))})
