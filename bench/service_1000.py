@@ -13,11 +13,19 @@ child processes and SQLite. Prints, for a sustained period:
 and, as its last line, all of it in one: ``scale: runs/s R (bare B, ratio X); dispatch p50 A ms p99 P ms;
 own CPU C ms/run; git processes G per run; metrics S ms; rss M MiB; threads T``.
 
+With ``--push RATE``, the period commits RATE times a second to random organisations' repositories, each
+with a push webhook (Gitea's), on ``git.freshness: 1h`` (no polling), and prints commit -> run start.
+
 Run: .venv/bin/python bench/service_1000.py [--orgs 1000] [--tasks 10] [--seconds 60] [--freshness 2s]
+[--push RATE]
 """
 
 import argparse
+import hashlib
+import hmac
+import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -26,7 +34,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -99,15 +109,44 @@ class TimedLock:
     """The SQLite writer lock, timing how long each writer waited for it."""
 
     def __init__(self, lock: "threading.RLock") -> None:
-        self.lock, self.waits = lock, []
+        self.lock, self.waits, self.writers = lock, [], Counter()
 
     def __enter__(self) -> None:
         t0 = time.perf_counter()
         self.lock.acquire()
         self.waits.append(time.perf_counter() - t0)
+        frame = sys._getframe(1)
+        while frame is not None and not (
+            frame.f_code.co_filename.endswith("store/store.py") and not frame.f_code.co_name.startswith("_")
+        ):
+            frame = frame.f_back
+        self.writers[frame.f_code.co_name if frame is not None else "?"] += 1
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()
+
+
+def push_commits(repos: dict[str, Path], url: str, secret: bytes, rate: float, until: float) -> list:
+    """Commits to random organisations' repositories, ``rate`` per second until ``until``, each followed
+    by a Gitea push webhook; (commit, pushed at) of each."""
+    rng, pushed = random.Random(18), []
+    while time.monotonic() < until:
+        repo = repos[rng.choice(sorted(repos))]
+        (repo / "code" / "t.py").write_text(f"{CODE}# {time.time()}\n")
+        subprocess.run([*GIT, "-C", str(repo), "commit", "-qam", "push"], check=True)
+        head = subprocess.run([*GIT, "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+        body = json.dumps({"ref": "refs/heads/master", "repository": {"clone_url": str(repo)}}).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Gitea-Event": "push",
+            "X-Gitea-Signature": hmac.new(secret, body, hashlib.sha256).hexdigest(),
+        }
+        request = urllib.request.Request(url, body, headers)  # noqa: S310 (http on loopback)
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            response.read()
+        pushed.append((head.stdout.strip(), datetime.now(UTC)))
+        time.sleep(1 / rate)  # the pace of the pushes: the bench's input
+    return pushed
 
 
 def write_config(
@@ -136,6 +175,13 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--freshness", default="2s", help="git.freshness (default: the default, 2s)")
+    parser.add_argument(
+        "--push",
+        type=float,
+        default=0,
+        metavar="RATE",
+        help="commit RATE times a second, each with a push webhook, and git.freshness 1h (no polling)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -145,7 +191,9 @@ def main() -> None:
             f"{args.orgs} organisations x {args.tasks} tasks: "
             f"repositories made in {time.monotonic() - started:.0f} s"
         )
-        config_path = write_config(root, repos, {"pause": "1s"}, {"freshness": args.freshness})
+        freshness = "1h" if args.push else args.freshness
+        config_path = write_config(root, repos, {"pause": "1s"}, {"freshness": freshness})
+        os.environ["PEACH_WEBHOOK_SECRET"] = secret = "bench-webhook-secret"  # noqa: S105
         picked: dict[int, float] = {}
         latencies: list[float] = []
         original_run_due, original_start = loops.Loop.run_due, ProcessExecution.start
@@ -208,12 +256,27 @@ def main() -> None:
         cpu_start = resource.getrusage(resource.RUSAGE_SELF)
         runs_before, git_at_start, commands[:], latencies[:] = finished_runs(), git_started[0], [], []
         writer.waits[:] = []
-        time.sleep(args.seconds)  # the measured period: the service works on its own meanwhile
+        writer.writers.clear()
+        pushes: list = []
+        if args.push:
+            hook = f"http://127.0.0.1:{service.port}/api/v1/hooks/git"
+            pushes = push_commits(repos, hook, secret.encode(), args.push, time.monotonic() + args.seconds)
+        else:
+            time.sleep(args.seconds)  # the measured period: the service works on its own meanwhile
         cpu_end = resource.getrusage(resource.RUSAGE_SELF)
         rss_end, rss_peak = rss_kib(), rss_kib("VmHWM")
         gits, threads = git_started[0] - git_at_start, threading.active_count()
         waits = list(writer.waits)
         runs = finished_runs() - runs_before
+        delays = []
+        with service.store.engine.connect() as connection:
+            for commit, at in pushes:
+                query = "select min(started_at) from runs where version = ?"
+                started = connection.exec_driver_sql(query, (commit,)).scalar_one()
+                if started is not None:
+                    delays.append(
+                        (datetime.fromisoformat(str(started)).replace(tzinfo=UTC) - at).total_seconds()
+                    )
         scrapes = []
         for _ in range(20):
             t0 = time.perf_counter()
@@ -256,6 +319,13 @@ def main() -> None:
             f"state writes: {len(waits) / args.seconds:.0f}/s; waited for SQLite's writer lock: "
             f"p50 {w[49] * 1000:.1f} ms, p99 {w[98] * 1000:.1f} ms, "
             f"{100 * sum(waits) / args.seconds / max(threads, 1):.1f}% of the threads' time"
+        )
+        print("state writes by kind:", dict(writer.writers.most_common()))
+    if pushes:
+        d = statistics.quantiles(delays, n=100) if len(delays) > 1 else [float("nan")] * 99
+        print(
+            f"push: {len(pushes)} commits pushed, {len(delays)} run by the end; "
+            f"commit -> run start p50 {d[49]:.1f} s p99 {d[98]:.1f} s"
         )
     metrics_ms = statistics.median(scrapes) * 1000
     print("git commands in the period:", {c: commands.count(c) for c in sorted(set(commands))})

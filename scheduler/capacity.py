@@ -103,6 +103,9 @@ class _Waiter:
     grant: Grant | None = None
 
 
+REASON_EVERY = 5.0  # seconds: how often a waiting run's changing reason is told at most
+
+
 class Capacity:
     """The host's slots and the queue of runs waiting for them; safe to use from every loop thread."""
 
@@ -112,7 +115,7 @@ class Capacity:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        poll: float = 0.2,
+        poll: float = 1.0,
     ) -> None:
         self._limits, self._clock, self._monotonic, self._poll = limits, clock, monotonic, poll
         self._cond = threading.Condition()
@@ -145,7 +148,9 @@ class Capacity:
         """Wait until ``demand`` fits and it is this run's turn; its grant, or None once ``cancelled()``.
 
         ``due`` is when the run became due (Unix time). ``waiting`` is told why the run waits, again
-        whenever that changes (never while a lock is held), and not at all for a run that does not wait.
+        when that changes but at most every ``REASON_EVERY`` seconds (each grant changes the "N ahead" of
+        every waiter: told each time, a hundred waiters would write a hundred reasons per run), never
+        while a lock is held, and not at all for a run that does not wait.
         Raises ``CapacityError`` for a demand no free host could meet (more memory than promised in all).
         """
         started = self._monotonic()
@@ -158,6 +163,7 @@ class Capacity:
             self._waiting.sort(key=lambda w: (w.key, w.seq))
             self._dispatch()
         told: str | None = None
+        told_at = float("-inf")
         while True:
             with self._cond:
                 if waiter.grant is None and not cancelled():
@@ -175,9 +181,9 @@ class Capacity:
                     self._dispatch()
                     return None
                 reason = self._reason(waiter)
-            if reason != told:
+            if reason != told and self._monotonic() - told_at >= REASON_EVERY:
                 waiting(reason)
-                told = reason
+                told, told_at = reason, self._monotonic()
             with self._cond:
                 if waiter.grant is None:
                     self._cond.wait(self._poll)
