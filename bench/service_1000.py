@@ -268,15 +268,22 @@ def main() -> None:
         gits, threads = git_started[0] - git_at_start, threading.active_count()
         waits = list(writer.waits)
         runs = finished_runs() - runs_before
-        delays = []
-        with service.store.engine.connect() as connection:
-            for commit, at in pushes:
-                query = "select min(started_at) from runs where version = ?"
-                started = connection.exec_driver_sql(query, (commit,)).scalar_one()
-                if started is not None:
-                    delays.append(
-                        (datetime.fromisoformat(str(started)).replace(tzinfo=UTC) - at).total_seconds()
-                    )
+
+        def push_delays() -> list[float]:
+            """Seconds from each push to the first run at its commit, for those run yet."""
+            delays = []
+            with service.store.engine.connect() as connection:
+                for commit, at in pushes:
+                    query = "select min(started_at) from runs where version = ?"
+                    started = connection.exec_driver_sql(query, (commit,)).scalar_one()
+                    if started is not None:
+                        started_at = datetime.fromisoformat(str(started)).replace(tzinfo=UTC)
+                        delays.append((started_at - at).total_seconds())
+            return delays
+
+        tail_until = time.monotonic() + 300  # a saturated host runs a pushed commit when its turn comes
+        while len(delays := push_delays()) < len(pushes) and time.monotonic() < tail_until:
+            time.sleep(2)
         scrapes = []
         for _ in range(20):
             t0 = time.perf_counter()
@@ -324,7 +331,7 @@ def main() -> None:
     if pushes:
         d = statistics.quantiles(delays, n=100) if len(delays) > 1 else [float("nan")] * 99
         print(
-            f"push: {len(pushes)} commits pushed, {len(delays)} run by the end; "
+            f"push: {len(pushes)} commits pushed, {len(delays)} run within 300 s after the period; "
             f"commit -> run start p50 {d[49]:.1f} s p99 {d[98]:.1f} s"
         )
     metrics_ms = statistics.median(scrapes) * 1000
