@@ -165,7 +165,7 @@ class Loop:
             self._workers.wake(self)
 
     def retire(self) -> None:
-        """Start no new run; the running one finishes (never killed) and the thread ends."""
+        """Start no new run; the running one finishes (never killed) and the loop ends."""
         self.retired.set()
         self.wake()
 
