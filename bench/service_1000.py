@@ -266,8 +266,8 @@ def main() -> None:
         cpu_end = resource.getrusage(resource.RUSAGE_SELF)
         rss_end, rss_peak = rss_kib(), rss_kib("VmHWM")
         gits, threads = git_started[0] - git_at_start, threading.active_count()
-        waits = list(writer.waits)
-        runs = finished_runs() - runs_before
+        waits, writes, period_latencies = list(writer.waits), writer.writers.copy(), list(latencies)
+        period_commands, runs = list(commands), finished_runs() - runs_before  # the period's only
 
         def push_delays() -> list[float]:
             """Seconds from each push to the first run at its commit, for those run yet."""
@@ -313,12 +313,12 @@ def main() -> None:
         f"scheduler RSS: start {rss_start / 1024:.0f} MiB, end {rss_end / 1024:.0f} MiB, "
         f"peak {rss_peak / 1024:.0f} MiB"
     )
-    if latencies:
-        q = statistics.quantiles(latencies, n=100)
+    if period_latencies:
+        q = statistics.quantiles(period_latencies, n=100)
         print(
             f"dispatch latency (slot granted -> process running): p50 {q[49] * 1000:.0f} ms, "
             f"p99 {q[98] * 1000:.0f} ms "
-            f"over {len(latencies)} runs"
+            f"over {len(period_latencies)} runs"
         )
     if len(waits) > 1:
         w = statistics.quantiles(waits, n=100)
@@ -327,7 +327,7 @@ def main() -> None:
             f"p50 {w[49] * 1000:.1f} ms, p99 {w[98] * 1000:.1f} ms, "
             f"{100 * sum(waits) / args.seconds / max(threads, 1):.1f}% of the threads' time"
         )
-        print("state writes by kind:", dict(writer.writers.most_common()))
+        print("state writes by kind:", dict(writes.most_common()))
     if pushes:
         d = statistics.quantiles(delays, n=100) if len(delays) > 1 else [float("nan")] * 99
         print(
@@ -335,9 +335,9 @@ def main() -> None:
             f"commit -> run start p50 {d[49]:.1f} s p99 {d[98]:.1f} s"
         )
     metrics_ms = statistics.median(scrapes) * 1000
-    print("git commands in the period:", {c: commands.count(c) for c in sorted(set(commands))})
+    print("git commands in the period:", {c: period_commands.count(c) for c in sorted(set(period_commands))})
     print(f"/metrics scrape: median {metrics_ms:.0f} ms for {size / 1024:.0f} KiB")
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    q = statistics.quantiles(period_latencies, n=100) if len(period_latencies) > 1 else [float("nan")] * 99
     print(
         f"scale: runs/s {rate:.1f} (bare {bare_rate:.1f}, ratio {rate / bare_rate:.2f}); "
         f"dispatch p50 {q[49] * 1000:.0f} ms p99 {q[98] * 1000:.0f} ms; "
