@@ -181,9 +181,10 @@ class Capacity:
                     self._dispatch()
                     return None
                 reason = self._reason(waiter)
-            if reason != told and self._monotonic() - told_at >= REASON_EVERY:
+            now = self._monotonic()
+            if reason != told and now - told_at >= REASON_EVERY:
                 waiting(reason)
-                told, told_at = reason, self._monotonic()
+                told, told_at = reason, now
             with self._cond:
                 if waiter.grant is None:
                     self._cond.wait(self._poll)
